@@ -1,0 +1,302 @@
+"""Typed schema of a lec run, registered in Hydra's ConfigStore.
+
+The YAML files under `conf/` are plain data; every composition is merged into `LecConfig`, so a typo key, a wrong
+type or an unknown enum value fails at compose time. `load(cfg)` converts a composed DictConfig into these
+dataclasses at the boundary and runs the cross-field checks; nothing inward sees a DictConfig.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+GROUPS = ("hardware", "model", "data", "adapter", "eval")
+
+
+class ConfigError(ValueError):
+    """A composed config that is well-typed but cannot run; the message says which knob to turn."""
+
+
+class Device(str, enum.Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class AdapterKind(str, enum.Enum):
+    lora = "lora"
+    qlora = "qlora"
+    full = "full"
+
+
+class Template(str, enum.Enum):
+    raw = "raw"  # prompt as is: what HELM sends, so training and serving see the same text
+    alpaca = "alpaca"  # "### Instruction:/### Input:/### Response:" (Alpaca; LitGPT generate_prompt)
+    guanaco = "guanaco"  # rows already carry "### Human: … ### Assistant: …" text
+
+
+@dataclass
+class HardwareConfig:
+    """One machine: precision, attention kernel, batch shape and the challenge's budgets."""
+
+    name: str = MISSING
+    device: Device = Device.cpu
+    vram_gb: float = 0.0  # card size; 0 on CPU
+    usable_vram_gb: Optional[float] = None  # what the driver really hands out (A100 40 GB: 39.35)
+    bf16: bool = False
+    tf32: bool = False
+    attn_implementation: str = "sdpa"  # eager | sdpa | flash_attention_2
+    micro_batch_size: int = 1
+    grad_accum: int = 1  # effective batch = micro_batch_size × grad_accum (× GPUs)
+    gradient_checkpointing: bool = False
+    packing: bool = False
+    max_seq_len: int = 2048  # challenge: prompt + completion ≤ 2048 tokens
+    time_budget_h: float = 24.0  # challenge: ≤ 24 h of fine-tuning on one GPU
+    eval_budget_min: float = 120.0  # challenge: ≤ 2 h on the sample conf
+    memory_fraction_cap: Optional[float] = None  # emulate a smaller card on a bigger one
+    num_threads: Optional[int] = None  # torch intra-op threads on CPU; null = torch's default
+
+
+@dataclass
+class TinyModelConfig:
+    """A Llama-architecture model built in-process from this config (random init) with an in-process tokenizer."""
+
+    vocab_size: int = 1024
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 2048
+    initializer_range: float = 0.02  # std of the random init
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """A base model: a hub id (+ revision), a local directory, or the in-process tiny model."""
+
+    name: str = MISSING
+    hf_id: Optional[str] = None
+    revision: Optional[str] = None
+    local_path: Optional[str] = None  # a directory with config.json + weights + tokenizer; wins over hf_id
+    tiny: Optional[TinyModelConfig] = None  # set only for the in-process model
+    arch: str = "LlamaForCausalLM"
+    trust_remote_code: bool = False
+    gated: bool = False
+    license: str = ""
+    native_context: int = 2048  # the model's own max_position_embeddings
+    max_seq_len: int = 2048  # what lec trains and serves at
+    torch_dtype: str = "bfloat16"  # float32 | bfloat16 | float16
+    pad_token: Optional[str] = "eos"  # "eos" reuses EOS as padding (models that ship no pad token)
+    lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    lr: Optional[float] = None  # per-model learning-rate override; null = the adapter recipe's lr
+
+
+@dataclass
+class SourceConfig:
+    """One source of a data mixture, normalised to {instruction, input, output}."""
+
+    name: str = MISSING
+    hf_id: Optional[str] = None
+    config_name: Optional[str] = None  # the hub dataset's config ("main", "3.0.0")
+    revision: Optional[str] = None
+    split: str = "train"
+    local_path: Optional[str] = None  # jsonl | json | parquet | csv file; wins over hf_id
+    generator: Optional[str] = None  # a lec synthetic generator (lec/data/synthetic.py GENERATORS)
+    n: int = 0  # rows to generate (generator sources only)
+    fields: Dict[str, str] = field(default_factory=dict)  # {instruction|input|output: source column}
+    filter: Dict[str, Any] = field(default_factory=dict)  # {column_in: [...]} / {column_not_in: [...]}
+    take: Optional[int] = None  # keep the first N rows after filtering
+    weight: float = 1.0  # relative share in the mixture (1.0 = as many rows as the source has)
+    license: str = ""
+    gated: bool = False
+
+
+@dataclass
+class DataConfig:
+    """A training data mixture."""
+
+    name: str = MISSING
+    sources: List[SourceConfig] = field(default_factory=list)
+    template: Template = Template.alpaca
+    val_fraction: float = 0.05
+    mask_prompt: bool = True  # loss on the response only (Birbal: train_on_inputs false)
+    seed: int = 0
+
+
+@dataclass
+class QuantConfig:
+    """bitsandbytes 4-bit loading (QLoRA)."""
+
+    load_in_4bit: bool = True
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: str = "bfloat16"
+
+
+@dataclass
+class AdapterConfig:
+    """How weights are trained: LoRA, QLoRA (4-bit base + LoRA) or full fine-tuning, with its optimiser recipe."""
+
+    name: str = MISSING
+    kind: AdapterKind = AdapterKind.lora
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Optional[List[str]] = None  # null = the model's lora_target_modules
+    bias: str = "none"
+    quantization: Optional[QuantConfig] = None
+    optim: str = "adamw_torch"
+    lr: float = 5.0e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.0
+    epochs: float = 1.0
+    neftune_noise_alpha: Optional[float] = None
+
+
+@dataclass
+class SyntheticEvalConfig:
+    """Scenario files the smoke suite seeds under HELM's output dir, from lec's generators (eval seeds)."""
+
+    mmlu_subjects: List[str] = field(default_factory=list)
+    n_eval: int = 0  # instances per scenario (test split)
+    n_fewshot: int = 5  # in-context pool (MMLU dev split, GSM train split)
+    seed: int = 1_000_003  # disjoint from every training seed (those are < 1e6)
+
+
+@dataclass
+class EvalConfig:
+    """A HELM suite: run entries with `{model}` filled in per evaluated model."""
+
+    name: str = MISSING
+    suite: str = MISSING
+    entries: List[str] = field(default_factory=list)
+    max_eval_instances: int = 10  # helm-run -m; an entry's own max_eval_instances wins
+    num_threads: int = 4  # helm-run -n: concurrent requests to the server
+    budget_min: float = 120.0
+    eval_base: bool = False  # also evaluate the untuned base model (proves fine-tuning moved the scores)
+    synthetic: Optional[SyntheticEvalConfig] = None
+
+
+@dataclass
+class TrainConfig:
+    """Run-level training knobs; null = take it from the adapter recipe / hardware preset."""
+
+    max_steps: Optional[int] = None
+    epochs: Optional[float] = None
+    logging_steps: int = 1
+    enabled: bool = True
+
+
+@dataclass
+class ServeConfig:
+    """The lec model server (challenge HTTP API)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 = pick a free port
+    max_batch_size: int = 8
+    batch_wait_ms: float = 5.0  # how long the batcher waits to fill a batch
+    max_new_tokens_limit: int = 2048
+    startup_timeout_s: float = 180.0
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: Optional[str] = None  # null = sqlite:///<outputs_dir>/mlflow.db
+    experiment: str = "lec"
+
+
+@dataclass
+class LecConfig:
+    """One lec run: the five config groups plus run-level settings."""
+
+    hardware: HardwareConfig = MISSING
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    adapter: AdapterConfig = MISSING
+    eval: EvalConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    seed: int = 0
+    outputs_dir: str = "outputs"
+    run_name: Optional[str] = None  # null = the Hydra overrides ("default" when none)
+
+
+def register() -> None:
+    """Store the schema as `lec_schema`, the first entry of conf/config.yaml's defaults."""
+    ConfigStore.instance().store(name="lec_schema", node=LecConfig)
+
+
+def validate(cfg: LecConfig) -> LecConfig:
+    """Cross-field checks that typing cannot express; raise ConfigError before any heavy work."""
+    sources = [cfg.model.local_path, cfg.model.hf_id, cfg.model.tiny]
+    if not any(s is not None for s in sources):
+        raise ConfigError(f"model '{cfg.model.name}' needs one of model.hf_id, model.local_path or model.tiny")
+    if cfg.adapter.kind is AdapterKind.qlora and cfg.hardware.device is not Device.cuda:
+        raise ConfigError(
+            f"adapter=qlora needs a CUDA GPU (bitsandbytes 4-bit training), but hardware={cfg.hardware.name} "
+            "runs on cpu: use adapter=lora or adapter=full, or a GPU hardware preset (rtx4090, a100_40gb, h100)"
+        )
+    if cfg.adapter.kind is AdapterKind.qlora and cfg.adapter.quantization is None:
+        raise ConfigError("adapter=qlora needs adapter.quantization (load_in_4bit, quant_type, …)")
+    if not cfg.data.sources:
+        raise ConfigError(f"data '{cfg.data.name}' has no sources")
+    for src in cfg.data.sources:
+        given = [k for k in ("hf_id", "local_path", "generator") if getattr(src, k)]
+        if not given:
+            raise ConfigError(f"data source '{src.name}' needs one of hf_id, local_path or generator")
+        unknown = set(src.fields) - {"instruction", "input", "output", "text"}
+        if unknown:
+            raise ConfigError(
+                f"data source '{src.name}': fields maps unknown target(s) {sorted(unknown)}; "
+                "valid targets: instruction, input, output, text"
+            )
+    if not 0.0 <= cfg.data.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
+    if not cfg.eval.entries:
+        raise ConfigError(f"eval '{cfg.eval.name}' has no run entries")
+    for entry in cfg.eval.entries:
+        if "model={model}" not in entry:
+            raise ConfigError(f"eval entry '{entry}' must contain 'model={{model}}' (lec fills in the served model)")
+    if cfg.hardware.max_seq_len > cfg.model.native_context and cfg.model.tiny is None:
+        raise ConfigError(
+            f"hardware.max_seq_len={cfg.hardware.max_seq_len} exceeds model '{cfg.model.name}' context "
+            f"{cfg.model.native_context}"
+        )
+    return cfg
+
+
+def load(cfg: DictConfig) -> LecConfig:
+    """The boundary: a composed DictConfig (Hydra or params.yaml) → a validated LecConfig."""
+    if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is not LecConfig:
+        merged = OmegaConf.merge(OmegaConf.structured(LecConfig), cfg)
+    else:
+        merged = cfg
+    return validate(OmegaConf.to_object(merged))
+
+
+def to_container(cfg: LecConfig) -> Dict[str, Any]:
+    """Plain dict (enums as their values) for logging and params.yaml."""
+    structured = OmegaConf.structured(cfg)
+    return OmegaConf.to_container(structured, resolve=True, enum_to_str=True)
+
+
+def compose(overrides: Optional[List[str]] = None) -> LecConfig:
+    """Compose conf/ with Hydra's compose API (tests, tools) and return the validated config."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
+    return load(cfg)

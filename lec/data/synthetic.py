@@ -1,0 +1,143 @@
+"""Seeded task generators for the embedded default.
+
+Each generator makes items with a rule a model can learn, in the exact layout of a real HELM scenario:
+`mmlu_order` is MMLU's headerless CSV (question, A, B, C, D, answer letter); `gsm_arith` is GSM8K's JSONL with a
+"#### n" answer. Training rows are written as HELM prompts them (instructions, 0–5 in-context examples, then the
+question), so what the model learns is exactly what the smoke suite asks. The eval files come from the same
+generators with a disjoint seed stream (`conf/eval/smoke.yaml`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Sequence
+
+LETTERS = "ABCD"
+
+# --- MMLU-style multiple choice ------------------------------------------------------------------------------------
+
+# The rule: the four options are sorted ascending, so the rank word fixes the letter.
+_RANKS = {"smallest": 0, "second smallest": 1, "second largest": 2, "largest": 3}
+_MC_STEMS = (
+    "Which of these numbers is the {rank}?",
+    "Which number below is the {rank}?",
+    "Pick the {rank} of the following numbers.",
+    "Of the numbers listed, which is the {rank}?",
+)
+
+
+@dataclass(frozen=True)
+class MCItem:
+    question: str
+    options: tuple[str, str, str, str]
+    answer: int  # index into options
+
+    def csv_row(self) -> list[str]:
+        """MMLU's headerless CSV row: question, A, B, C, D, answer letter."""
+        return [self.question, *self.options, LETTERS[self.answer]]
+
+
+def mmlu_order(rng: random.Random) -> MCItem:
+    numbers = sorted(rng.sample(range(1, 1000), 4))
+    rank = rng.choice(list(_RANKS))
+    stem = rng.choice(_MC_STEMS).format(rank=rank)
+    return MCItem(stem, tuple(str(n) for n in numbers), _RANKS[rank])
+
+
+def mc_block(item: MCItem, with_answer: bool) -> str:
+    """One question as HELM's multiple_choice_joint adapter lays it out (input_noun Question, output_noun Answer)."""
+    lines = [f"Question: {item.question}"] + [f"{LETTERS[i]}. {o}" for i, o in enumerate(item.options)]
+    lines.append(f"Answer: {LETTERS[item.answer]}" if with_answer else "Answer:")
+    return "\n".join(lines)
+
+
+def mc_prompt(subject: str, shots: Sequence[MCItem], item: MCItem) -> str:
+    """The full prompt HELM's MMLU run spec sends for `item` after `shots` in-context examples."""
+    header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n"
+    blocks = [mc_block(s, True) + "\n" for s in shots] + [mc_block(item, False)]
+    return header + "\n" + "\n".join(blocks)
+
+
+# --- GSM8K-style word problems -------------------------------------------------------------------------------------
+
+_NAMES = ("Tom", "Ana", "Liam", "Mia", "Noah", "Zoe", "Omar", "Ivy", "Sam", "Lena")
+_THINGS = ("apples", "pens", "cards", "shells", "books", "coins", "stickers", "marbles", "cookies", "stamps")
+
+
+@dataclass(frozen=True)
+class GSMItem:
+    question: str
+    solution: str  # reasoning line(s), without the final answer
+    answer: int
+
+    def jsonl_answer(self) -> str:
+        """GSM8K's `answer` field: reasoning, newline, '#### n'."""
+        return f"{self.solution}\n#### {self.answer}"
+
+    def helm_reference(self) -> str:
+        """What HELM's GSM8KScenario turns `jsonl_answer` into: '#### n' → 'The answer is n', newlines → spaces, '.'."""
+        return self.jsonl_answer().replace("####", "The answer is").replace("\n", " ") + "."
+
+
+def gsm_arith(rng: random.Random) -> GSMItem:
+    # One step of +1, +2, −1 or −2 on a number 3–9: a rule table of 28 facts that a 0.4M-parameter model can
+    # learn in a minute on a CPU, wrapped in GSM8K's word-problem and "#### n" layout.
+    name, things = rng.choice(_NAMES), rng.choice(_THINGS)
+    a, b = rng.randint(3, 9), rng.randint(1, 2)
+    kind = rng.randrange(3)
+    if kind == 0:
+        q = f"{name} has {a} {things}. {name} buys {b} more. How many {things} does {name} have now?"
+        return GSMItem(q, f"{name} has {a} + {b} = {a + b} {things}.", a + b)
+    if kind == 1:
+        q = f"{name} had {a} {things} and gave {b} away. How many {things} does {name} have left?"
+        return GSMItem(q, f"{name} has {a} - {b} = {a - b} {things} left.", a - b)
+    q = f"There are {a} {things} on a table and {b} {things} in a box. How many {things} are there in all?"
+    return GSMItem(q, f"There are {a} + {b} = {a + b} {things}.", a + b)
+
+
+def gsm_block(item: GSMItem, with_answer: bool) -> str:
+    """One problem as HELM's GSM run spec lays it out (generation adapter, input_noun Q, output_noun A)."""
+    return f"Q: {item.question}\n" + (f"A: {item.helm_reference()}" if with_answer else "A:")
+
+
+def gsm_prompt(shots: Sequence[GSMItem], item: GSMItem) -> str:
+    blocks = [gsm_block(s, True) + "\n" for s in shots] + [gsm_block(item, False)]
+    return "\n".join(blocks)
+
+
+# --- training rows -------------------------------------------------------------------------------------------------
+
+
+def _rows(make_item: Callable, prompt: Callable, answer: Callable, n: int, seed: int) -> List[Dict[str, str]]:
+    """n training rows; each sees 0–5 in-context examples drawn from the same generator (HELM uses up to 5)."""
+    rng = random.Random(seed)
+    pool = [make_item(rng) for _ in range(64)]
+    rows = []
+    for _ in range(n):
+        item = make_item(rng)
+        shots = rng.sample(pool, rng.randint(0, 5))
+        rows.append({"instruction": prompt(shots, item), "input": "", "output": " " + answer(item)})
+    return rows
+
+
+def mmlu_order_rows(n: int, seed: int, subject: str = "number_order") -> List[Dict[str, str]]:
+    return _rows(mmlu_order, lambda s, i: mc_prompt(subject, s, i), lambda i: LETTERS[i.answer], n, seed)
+
+
+def gsm_arith_rows(n: int, seed: int) -> List[Dict[str, str]]:
+    return _rows(gsm_arith, gsm_prompt, GSMItem.helm_reference, n, seed)
+
+
+GENERATORS: Dict[str, Callable[[int, int], List[Dict[str, str]]]] = {
+    "mmlu_order": mmlu_order_rows,
+    "gsm_arith": gsm_arith_rows,
+}
+
+
+def corpus(seed: int = 12345, n: int = 400) -> List[str]:
+    """Text the tiny model's tokenizer is trained on: every generator's prompts and answers."""
+    texts = []
+    for make in GENERATORS.values():
+        texts += [r["instruction"] + r["output"] for r in make(n, seed)]
+    return texts

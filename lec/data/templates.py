@@ -1,0 +1,39 @@
+"""Prompt templates: one function per template, used identically when training and when serving."""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+from lec.config import Template
+
+ALPACA_HEADER = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+ALPACA_HEADER_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request."
+)
+GUANACO_ASSISTANT = "### Assistant:"
+
+
+def render(template: Template, row: Dict[str, str]) -> Tuple[str, str]:
+    """(prompt, response) for a normalised row {instruction, input, output} (or {text} for guanaco)."""
+    if template is Template.raw:
+        prompt = row["instruction"] + (f"\n{row['input']}" if row.get("input") else "")
+        return prompt, row["output"]
+    if template is Template.alpaca:
+        if row.get("input"):
+            prompt = (
+                f"{ALPACA_HEADER_INPUT}\n\n### Instruction:\n{row['instruction']}\n\n"
+                f"### Input:\n{row['input']}\n\n### Response:\n"
+            )
+        else:
+            prompt = f"{ALPACA_HEADER}\n\n### Instruction:\n{row['instruction']}\n\n### Response:\n"
+        return prompt, row["output"]
+    if template is Template.guanaco:
+        # "### Human: … ### Assistant: …" threads: the loss covers the last assistant turn.
+        text = row["text"]
+        cut = text.rfind(GUANACO_ASSISTANT)
+        if cut < 0:
+            raise ValueError("guanaco row has no '### Assistant:' turn")
+        cut += len(GUANACO_ASSISTANT)
+        return text[:cut], text[cut:]
+    raise ValueError(f"unknown template {template}")

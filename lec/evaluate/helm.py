@@ -1,0 +1,175 @@
+"""Drive the real crfm-helm CLI: write prod_env, the run-entry conf, then `helm-run` and `helm-summarize`.
+
+prod_env pitfall (helm_challenge.md §2.1): since crfm-helm 0.5.5 a deployment without an explicit `base_url` gets
+`base_url=None`, so lec always writes `args.base_url` for both the client and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+log = logging.getLogger(__name__)
+ORG = "lec"  # HELM model names are lec/<label>, e.g. lec/tuned, lec/base
+
+
+@dataclass
+class ServedModel:
+    label: str  # "tuned" | "base"
+    url: str
+    max_sequence_length: int
+    end_of_text_token: str
+    prefix_token: str
+
+    @property
+    def helm_name(self) -> str:
+        return f"{ORG}/{self.label}"
+
+
+@dataclass
+class HelmRun:
+    output_path: Path
+    suite: str
+    returncode: int
+    seconds: float
+    timed_out: bool
+    log_path: Path
+
+
+def write_prod_env(prod_env: Path, models: List[ServedModel]) -> None:
+    prod_env.mkdir(parents=True, exist_ok=True)
+    deployments, metadata, tokenizers = [], [], []
+    for m in models:
+        deployments.append(
+            {
+                "name": m.helm_name,
+                "model_name": m.helm_name,
+                "tokenizer_name": m.helm_name,
+                "max_sequence_length": m.max_sequence_length,
+                "client_spec": {
+                    "class_name": "helm.clients.http_model_client.HTTPModelClient",
+                    "args": {"base_url": m.url, "timeout": 600, "do_cache": False},
+                },
+            }
+        )
+        metadata.append(
+            {
+                "name": m.helm_name,
+                "display_name": f"lec {m.label}",
+                "description": f"lec-served model ({m.label})",
+                "creator_organization_name": "lec",
+                "access": "open",
+                "release_date": datetime.date(2023, 10, 1),  # HELM parses a YAML date, not a string
+                "tags": ["TEXT_MODEL_TAG", "FULL_FUNCTIONALITY_TEXT_MODEL_TAG"],
+            }
+        )
+        tokenizers.append(
+            {
+                "name": m.helm_name,
+                "tokenizer_spec": {
+                    "class_name": "helm.tokenizers.http_model_tokenizer.HTTPModelTokenizer",
+                    "args": {"base_url": m.url},
+                },
+                "end_of_text_token": m.end_of_text_token,
+                "prefix_token": m.prefix_token,
+            }
+        )
+    _dump(prod_env / "model_deployments.yaml", {"model_deployments": deployments})
+    _dump(prod_env / "model_metadata.yaml", {"models": metadata})
+    _dump(prod_env / "tokenizer_configs.yaml", {"tokenizer_configs": tokenizers})
+
+
+def write_conf(path: Path, entries: List[str], models: List[ServedModel]) -> List[str]:
+    """The run-entry conf (HOCON) with `{model}` filled in for every served model."""
+    filled = [e.format(model=m.helm_name) for m in models for e in entries]
+    lines = ["entries: ["] + [f'  {{description: "{d}", priority: 1}},' for d in filled] + ["]"]
+    path.write_text("\n".join(lines) + "\n")
+    return filled
+
+
+def helm_env(cache_dir: Path) -> Dict[str, str]:
+    """Environment for HELM's CLIs: offline NLTK data dir (HELM's metrics import nltk, which otherwise tries to
+    download `punkt_tab` at import), no tokenizer thread oversubscription."""
+    nltk_dir = cache_dir / "nltk_data"
+    (nltk_dir / "tokenizers" / "punkt_tab" / "english").mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update({"NLTK_DATA": str(nltk_dir), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
+    return env
+
+
+def _cli(name: str) -> str:
+    """The CLI next to this interpreter (the venv's), else on PATH."""
+    local = Path(sys.executable).with_name(name)
+    return str(local) if local.exists() else (shutil.which(name) or name)
+
+
+def helm_run(
+    conf: Path,
+    output_path: Path,
+    prod_env: Path,
+    suite: str,
+    max_eval_instances: int,
+    num_threads: int,
+    budget_s: float,
+    cache_dir: Path,
+) -> HelmRun:
+    """`helm-run` under a wall-clock budget; on overrun the process is stopped and finished runs are kept."""
+    cmd = [
+        _cli("helm-run"),
+        "--conf-paths", str(conf),
+        "--suite", suite,
+        "--max-eval-instances", str(max_eval_instances),
+        "--num-threads", str(num_threads),
+        "--output-path", str(output_path),
+        "--local-path", str(prod_env),
+        "--disable-cache",
+    ]  # fmt: skip
+    log_path = output_path / f"helm-run-{suite}.log"
+    output_path.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    timed_out = False
+    with log_path.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=helm_env(cache_dir))
+        try:
+            rc = proc.wait(timeout=budget_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            rc = proc.wait()
+    return HelmRun(output_path, suite, rc, time.perf_counter() - start, timed_out, log_path)
+
+
+def helm_summarize(output_path: Path, suite: str, cache_dir: Path, timeout_s: float = 600) -> int:
+    cmd = [
+        _cli("helm-summarize"),
+        "--suite", suite,
+        "--output-path", str(output_path),
+        "--schema-validation", "warn",
+        "-n", "1",
+    ]  # fmt: skip
+    with (output_path / f"helm-summarize-{suite}.log").open("w") as out:
+        return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=helm_env(cache_dir), timeout=timeout_s).returncode
+
+
+def _dump(path: Path, data: dict) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def log_tail(path: Optional[Path], lines: int = 25) -> str:
+    if path is None or not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,103 @@
+"""The evaluate stage: serve each model as a real process → real `helm-run` on the suite → `helm-summarize` →
+metrics from the runs' stats.json."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from lec.config import LecConfig
+from lec.evaluate import helm
+from lec.evaluate.smoke_data import write_scenarios
+from lec.evaluate.stats import read_suite, scenario_metrics
+from lec.serve.process import ServerSpec, serving
+
+log = logging.getLogger(__name__)
+
+
+class EvalError(RuntimeError):
+    """helm-run failed or produced no finished run; the message carries the tail of its log."""
+
+
+@dataclass
+class EvalResult:
+    helm_output: Path
+    suite: str
+    entries: List[str]  # filled run entries (all models)
+    metrics: Dict[str, Dict[str, Dict[str, float]]]  # {label: {scenario: {metric: value}}}
+    seconds: float
+    timed_out: bool
+    runs_finished: int
+    summarize_rc: Optional[int] = None
+    labels: List[str] = field(default_factory=list)
+
+
+def evaluate(
+    cfg: LecConfig,
+    run_dir: Path,
+    params: Path,
+    adapter_dir: Optional[Path],
+    base_dir: Optional[Path],
+) -> EvalResult:
+    """Evaluate the tuned model (and, with eval.eval_base, the untuned base) on cfg.eval with real HELM."""
+    helm_output = run_dir / "helm"
+    cache = Path(cfg.outputs_dir).resolve() / "cache"
+    if cfg.eval.synthetic is not None:
+        write_scenarios(helm_output, cfg.eval.synthetic)
+
+    models = [("tuned", adapter_dir)] if adapter_dir else []
+    if cfg.eval.eval_base or not models:
+        models.append(("base", None))
+    # On a CPU box the servers share the cores: one torch thread each keeps them from oversubscribing.
+    threads = 1 if len(models) > 1 and cfg.hardware.device.value == "cpu" else cfg.hardware.num_threads
+    specs = [
+        ServerSpec(params, run_dir / f"server-{label}.log", base=base_dir, adapter=adapter, name=label, threads=threads)
+        for label, adapter in models
+    ]
+    tokenizer = _special_tokens(cfg, base_dir)
+    with serving(specs, timeout_s=cfg.serve.startup_timeout_s) as urls:
+        served = [
+            helm.ServedModel(label, url, cfg.model.max_seq_len, *tokenizer) for (label, _), url in zip(models, urls)
+        ]
+        helm.write_prod_env(helm_output / "prod_env", served)
+        conf = helm_output / "run_entries.conf"
+        entries = helm.write_conf(conf, cfg.eval.entries, served)
+        result = helm.helm_run(
+            conf,
+            helm_output,
+            helm_output / "prod_env",
+            suite=cfg.eval.suite,
+            max_eval_instances=cfg.eval.max_eval_instances,
+            num_threads=cfg.eval.num_threads,
+            budget_s=cfg.eval.budget_min * 60,
+            cache_dir=cache,
+        )
+    runs = read_suite(helm_output, cfg.eval.suite)
+    if not runs:
+        raise EvalError(f"helm-run finished no run (exit {result.returncode}):\n{helm.log_tail(result.log_path)}")
+    if result.returncode != 0 and not result.timed_out:
+        log.warning("helm-run exited %d; keeping the %d finished runs", result.returncode, len(runs))
+    summarize_rc = helm.helm_summarize(helm_output, cfg.eval.suite, cache)
+    by_model = scenario_metrics(runs)
+    metrics = {label: by_model.get(f"{helm.ORG}/{label}", {}) for label, _ in models}
+    return EvalResult(
+        helm_output,
+        cfg.eval.suite,
+        entries,
+        metrics,
+        result.seconds,
+        result.timed_out,
+        len(runs),
+        summarize_rc,
+        [label for label, _ in models],
+    )
+
+
+def _special_tokens(cfg: LecConfig, base_dir: Optional[Path]) -> tuple:
+    """(end_of_text_token, prefix_token) for HELM's tokenizer config, from the model's own tokenizer."""
+    from lec.models import load_tokenizer
+
+    tok = load_tokenizer(cfg.model, path=str(base_dir) if base_dir else None)
+    return tok.eos_token or "</s>", tok.bos_token or tok.eos_token or "<s>"

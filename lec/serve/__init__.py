@@ -1,0 +1,1 @@
+"""The lec model server (challenge HTTP API) and the code that starts it as a process."""

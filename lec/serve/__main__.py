@@ -1,0 +1,51 @@
+"""Start the lec model server standalone.
+
+    python -m lec.serve [overrides…]                       # compose conf/ like `python -m lec`, serve the base model
+    python -m lec.serve --adapter outputs/runs/…/adapter    # serve a fine-tuned run
+    python -m lec.serve --params outputs/runs/…/config.yaml --base … --adapter … --port 8080
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import uvicorn
+from omegaconf import OmegaConf
+
+from lec import config
+from lec.serve.app import create_app
+from lec.serve.load import load_engine
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lec.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", help="a resolved lec config YAML (a run's config.yaml or params.yaml)")
+    parser.add_argument("--base", help="directory of base weights (default: model.local_path or model.hf_id)")
+    parser.add_argument("--adapter", help="LoRA adapter or full fine-tuned model directory")
+    parser.add_argument("--host", default=None, help="bind address (default serve.host = 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default serve.port)")
+    parser.add_argument("--name", default="lec", help="a label shown by /health")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=tiny serve.port=8080")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[lec.serve] %(message)s")
+
+    if args.params:
+        cfg = config.load(OmegaConf.merge(OmegaConf.load(args.params), OmegaConf.from_dotlist(args.overrides)))
+    else:
+        cfg = config.compose(args.overrides)
+    base = args.base
+    if base is None and cfg.model.tiny is not None:
+        from pathlib import Path
+
+        from lec.models import materialize_base
+
+        base = str(materialize_base(cfg.model, Path(cfg.outputs_dir) / "cache"))
+    engine = load_engine(cfg, base=base, adapter=args.adapter)
+    host = args.host or cfg.serve.host
+    port = args.port if args.port is not None else (cfg.serve.port or 8080)
+    uvicorn.run(create_app(engine, name=args.name), host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

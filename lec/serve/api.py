@@ -1,0 +1,68 @@
+"""Request/response schemas of the challenge's HTTP API, as a superset of what HELM sends.
+
+The challenge's sample servers declared `num_samples`, `top_k`, `temperature`, `seed`, `echo_prompt`; HELM's
+HTTPModelClient sends `num_return_sequences`, `top_p`, `top_k_per_token` and `stop_sequences` too, which the samples
+silently dropped (../shared/research/helm_challenge.md §1.2). lec accepts both and applies every one of them.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# A request asking for more new tokens than this is refused (422) instead of tying the server up for hours.
+ABSURD_NEW_TOKENS = 1 << 16
+
+
+class ProcessRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str
+    num_samples: int = Field(1, ge=1, le=64)
+    num_return_sequences: Optional[int] = Field(None, ge=1, le=64)  # HELM's name for num_samples
+    max_new_tokens: int = Field(50, ge=0, le=ABSURD_NEW_TOKENS)
+    top_k: int = Field(200, ge=0)  # 0 = no top-k truncation
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(0.8, ge=0.0)  # ≤ 1e-6 is greedy (HELM sends 1e-7 for temperature 0)
+    seed: Optional[int] = None
+    echo_prompt: Optional[bool] = None
+    top_k_per_token: int = Field(1, ge=1, le=100)
+    stop_sequences: List[str] = Field(default_factory=list)
+
+
+class Token(BaseModel):
+    text: str
+    logprob: float
+    top_logprob: Dict[str, float]
+
+
+class ProcessResponse(BaseModel):
+    text: str
+    tokens: List[Token]
+    logprob: float
+    request_time: float
+
+
+class TokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: str
+    truncation: bool = True
+    max_length: int = Field(2048, ge=1)
+
+
+class TokenizeResponse(BaseModel):
+    tokens: List[int]
+    request_time: float
+
+
+class DecodeRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    tokens: List[int]
+
+
+class DecodeResponse(BaseModel):
+    text: str
+    request_time: float

@@ -1,0 +1,60 @@
+"""The lec model server: the challenge's `/process`, `/tokenize`, `/decode` over FastAPI (+ `/health`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from lec.serve.api import (
+    DecodeRequest,
+    DecodeResponse,
+    ProcessRequest,
+    ProcessResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+from lec.serve.engine import Engine, RequestError
+
+log = logging.getLogger(__name__)
+
+
+def create_app(engine: Engine, name: str = "lec") -> FastAPI:
+    app = FastAPI(title=f"lec model server ({name})")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # One readable line per problem, e.g. "body.max_new_tokens: Input should be greater than or equal to 0".
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems), "errors": problems})
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok", "model": name, "context": engine.context}
+
+    @app.post("/process", response_model=ProcessResponse)
+    def process(req: ProcessRequest) -> dict:
+        try:
+            return engine.process(req)
+        except RequestError as err:
+            raise HTTPException(status_code=422, detail=str(err)) from err
+
+    @app.post("/tokenize", response_model=TokenizeResponse)
+    def tokenize(req: TokenizeRequest) -> dict:
+        start = time.perf_counter()
+        tokens = engine.tokenize(req.text, req.truncation, req.max_length)
+        return {"tokens": tokens, "request_time": time.perf_counter() - start}
+
+    @app.post("/decode", response_model=DecodeResponse)
+    def decode(req: DecodeRequest) -> dict:
+        start = time.perf_counter()
+        vocab = len(engine.tokenizer)
+        bad = [t for t in req.tokens if not 0 <= t < vocab]
+        if bad:
+            raise HTTPException(status_code=422, detail=f"token ids out of range [0, {vocab}): {bad[:10]}")
+        return {"text": engine.decode(req.tokens), "request_time": time.perf_counter() - start}
+
+    return app
