@@ -42,6 +42,11 @@ def _validate_shown_config(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        config.check_override_keys(sys.argv[1:])
+    except config.ConfigError as err:
+        sys.stderr.write(f"lec: invalid override: {err}\n")
+        sys.exit(2)
     if any(a in ("--cfg", "-c") for a in sys.argv[1:]):
         _validate_shown_config(sys.argv[1:])
     main()

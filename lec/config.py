@@ -7,7 +7,9 @@ dataclasses at the boundary and runs the cross-field checks; nothing inward sees
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -291,11 +293,37 @@ def to_container(cfg: LecConfig) -> Dict[str, Any]:
     return OmegaConf.to_container(structured, resolve=True, enum_to_str=True)
 
 
+def check_override_keys(overrides: List[str]) -> None:
+    """Fail on a dotted override whose key is not in the schema, naming the valid keys at that level
+    (Hydra's own message says only "Key 'rr' not in 'AdapterConfig'")."""
+    for o in overrides:
+        if "=" not in o or o[0] in "+~" or o.startswith("hydra"):
+            continue
+        key = o.split("=", 1)[0]
+        if "/" in key or key in GROUPS or "." not in key and key in ("experiment", "hparams_search"):
+            continue
+        cls: Any = LecConfig
+        for part in key.split("."):
+            hints = typing.get_type_hints(cls)
+            if part not in hints:
+                raise ConfigError(f"unknown key '{key}': {cls.__name__} has no '{part}'; valid keys: {', '.join(hints)}")
+            cls = _unwrap(hints[part])
+            if not dataclasses.is_dataclass(cls):
+                break  # a leaf, a dict or a list: Hydra/OmegaConf check the rest
+
+
+def _unwrap(tp: Any) -> Any:
+    """Optional[X] → X."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
+
+
 def compose(overrides: Optional[List[str]] = None) -> LecConfig:
     """Compose conf/ with Hydra's compose API (tests, tools) and return the validated config."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    check_override_keys(list(overrides or []))
     register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=list(overrides or []))

@@ -21,15 +21,16 @@ fi
 
 "$PY" -c 'import sys; assert sys.version_info >= (3, 10), "lec needs Python >= 3.10"'
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
-pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
+# pip warns about every package a configured local index lacks; keep its real messages, drop that noise.
+pip() { "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2> >(grep -v "is neither a file nor a directory" >&2); }
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   echo "[lec setup] CUDA GPU found: installing the CUDA torch build + bitsandbytes"
-  "${pip[@]}" -e '.[gpu,dev]'
+  pip -e '.[gpu,dev]'
 else
   echo "[lec setup] no CUDA GPU: CPU route with torch==$TORCH_CPU"
-  "${pip[@]}" "torch==$TORCH_CPU"
-  "${pip[@]}" -e '.[dev]' "torch==$TORCH_CPU"
+  pip "torch==$TORCH_CPU"
+  pip -e '.[dev]' "torch==$TORCH_CPU"
   "$VENV/bin/python" -m pip uninstall -y -q torchvision || true
 fi
 

@@ -10,10 +10,28 @@ generators with a disjoint seed stream (`conf/eval/smoke.yaml`).
 from __future__ import annotations
 
 import random
+import zlib
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Sequence
 
 LETTERS = "ABCD"
+HELD_OUT = 5  # 1 in 5 questions (by a hash of their text) is reserved for evaluation, never trained on
+
+
+def held_out(question: str) -> bool:
+    """True for the fifth of all possible questions that only the eval files may contain.
+
+    The word-problem space is small (a few thousand questions), so disjoint seeds alone would still let eval
+    questions appear in training; partitioning the space by hash makes the split disjoint by construction."""
+    return zlib.crc32(question.encode()) % HELD_OUT == 0
+
+
+def draw(make: Callable[[random.Random], "MCItem | GSMItem"], rng: random.Random, for_eval: bool):
+    """An item from `make` on the requested side of the train/eval partition."""
+    while True:
+        item = make(rng)
+        if held_out(item.question) == for_eval:
+            return item
 
 # --- MMLU-style multiple choice ------------------------------------------------------------------------------------
 
@@ -112,10 +130,10 @@ def gsm_prompt(shots: Sequence[GSMItem], item: GSMItem) -> str:
 def _rows(make_item: Callable, prompt: Callable, answer: Callable, n: int, seed: int) -> List[Dict[str, str]]:
     """n training rows; each sees 0–5 in-context examples drawn from the same generator (HELM uses up to 5)."""
     rng = random.Random(seed)
-    pool = [make_item(rng) for _ in range(64)]
+    pool = [draw(make_item, rng, for_eval=False) for _ in range(64)]
     rows = []
     for _ in range(n):
-        item = make_item(rng)
+        item = draw(make_item, rng, for_eval=False)
         shots = rng.sample(pool, rng.randint(0, 5))
         rows.append({"instruction": prompt(shots, item), "input": "", "output": " " + answer(item)})
     return rows

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 from lec.config import SyntheticEvalConfig
-from lec.data.synthetic import gsm_arith, mmlu_order
+from lec.data.synthetic import draw, gsm_arith, mmlu_order
 
 
 def write_scenarios(helm_output: Path, cfg: SyntheticEvalConfig) -> dict:
@@ -24,7 +24,7 @@ def write_scenarios(helm_output: Path, cfg: SyntheticEvalConfig) -> dict:
             path = root / split / f"{subject}_{split}.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="") as f:
-                csv.writer(f).writerows(mmlu_order(rng).csv_row() for _ in range(n))
+                csv.writer(f).writerows(draw(mmlu_order, rng, for_eval=True).csv_row() for _ in range(n))
         counts[f"mmlu/{subject}"] = cfg.n_eval
     rng = random.Random(cfg.seed + 1000)
     root = helm_output / "scenarios" / "gsm"
@@ -32,7 +32,7 @@ def write_scenarios(helm_output: Path, cfg: SyntheticEvalConfig) -> dict:
     for split, n in (("train", cfg.n_fewshot), ("test", cfg.n_eval)):
         with (root / f"gsm_data_{split}").open("w") as f:
             for _ in range(n):
-                item = gsm_arith(rng)
+                item = draw(gsm_arith, rng, for_eval=True)
                 f.write(json.dumps({"question": item.question, "answer": item.jsonl_answer()}) + "\n")
     counts["gsm"] = cfg.n_eval
     return counts

@@ -130,7 +130,10 @@ class Engine:
 
     def _top(self, logp: torch.Tensor, k: int) -> Dict[str, float]:
         values, indices = torch.topk(logp, k)
-        return {self.decode([int(i)]): float(v) for v, i in zip(values, indices)}
+        top: Dict[str, float] = {}
+        for v, i in zip(values.tolist(), indices.tolist()):
+            top.setdefault(self.decode([i]), v)  # two ids can decode alike (byte pieces): keep the likelier
+        return top
 
     def _cut(self, steps: List[Step], stops: List[str]) -> Tuple[str, List[Step]]:
         """Completion text up to the first stop sequence, and the steps whose text starts before it."""

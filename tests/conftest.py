@@ -1,0 +1,34 @@
+"""Shared fixtures: the tiny model materialised once per session, and a serving Engine on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The hub is unreachable on CI machines: fail hub lookups at once instead of retrying for a minute.
+# (huggingface_hub reads these at import, so they are set before anything imports it.)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest
+
+from lec import config
+
+
+@pytest.fixture(scope="session")
+def default_cfg() -> config.LecConfig:
+    return config.compose([])
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, default_cfg) -> Path:
+    from lec.models import materialize_base
+
+    return materialize_base(default_cfg.model, tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def engine(default_cfg, tiny_dir):
+    from lec.serve.load import load_engine
+
+    return load_engine(default_cfg, base=str(tiny_dir))

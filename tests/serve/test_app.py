@@ -1,0 +1,125 @@
+"""The challenge API over the real FastAPI app and engine (tiny model): HELM's requests, the rules, bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from lec.serve.app import create_app
+
+
+@pytest.fixture(scope="module")
+def client(engine):
+    return TestClient(create_app(engine))
+
+
+HELM_MC = {  # what HELM's HTTPModelClient sends for a multiple_choice_joint request
+    "prompt": "Question: Which number is the largest?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:",
+    "temperature": 1e-7,
+    "num_return_sequences": 1,
+    "max_new_tokens": 5,
+    "top_p": 1,
+    "echo_prompt": False,
+    "top_k_per_token": 5,
+    "stop_sequences": ["\n"],
+}
+
+
+def test_process_answers_what_helm_sends_and_parses(client):
+    r = client.post("/process", json=HELM_MC)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"text", "tokens", "logprob", "request_time"}
+    assert all(set(t) == {"text", "logprob", "top_logprob"} for t in body["tokens"])
+    assert all(1 <= len(t["top_logprob"]) <= 5 for t in body["tokens"])  # ids that decode alike share a key
+    assert body["logprob"] == pytest.approx(sum(t["logprob"] for t in body["tokens"]))
+    assert "\n" not in body["text"]
+
+
+def test_greedy_is_deterministic(client):
+    a, b = (client.post("/process", json=dict(HELM_MC, max_new_tokens=20, stop_sequences=[])).json() for _ in range(2))
+    assert a["text"] == b["text"] and a["logprob"] == b["logprob"]
+
+
+def test_greedy_matches_a_direct_argmax_decode(engine, client):
+    prompt = "Q: Tom has 3 pens.\nA:"
+    body = client.post("/process", json={"prompt": prompt, "temperature": 0, "max_new_tokens": 8}).json()
+    ids = engine.tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        for _ in range(8):
+            nxt = engine.model(ids).logits[0, -1].argmax()
+            if int(nxt) == engine.tokenizer.eos_token_id:
+                break
+            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+    direct = engine.tokenizer.decode(ids[0], skip_special_tokens=True)[len(prompt):]
+    assert body["text"] == direct
+
+
+def test_stop_sequences_are_applied_server_side(client):
+    free = client.post("/process", json=dict(HELM_MC, max_new_tokens=30, stop_sequences=[])).json()["text"]
+    assert len(free) > 2
+    stop = free[1:3]  # a substring the unconstrained completion really contains
+    cut = client.post("/process", json=dict(HELM_MC, max_new_tokens=30, stop_sequences=[stop])).json()
+    assert cut["text"] == free[: free.find(stop)]
+    assert stop not in cut["text"]
+
+
+def test_echo_logprobs_align_with_a_direct_forward_pass(engine, client):
+    prompt = "The answer is 42."
+    body = client.post("/process", json={"prompt": prompt, "echo_prompt": True, "max_new_tokens": 0,
+                                         "temperature": 0}).json()  # fmt: skip
+    ids = engine.tokenizer(prompt).input_ids  # BOS + prompt tokens
+    with torch.no_grad():
+        logp = torch.log_softmax(engine.model(torch.tensor([ids])).logits[0].float(), dim=-1)
+    want = [float(logp[t - 1, ids[t]]) for t in range(1, len(ids))]  # row t-1 predicts token t
+    assert body["text"] == prompt
+    assert [t["logprob"] for t in body["tokens"]] == pytest.approx(want, abs=1e-5)
+    assert "".join(t["text"] for t in body["tokens"]) == prompt
+
+
+def test_logprobs_are_untempered(client):
+    hot = client.post("/process", json=dict(HELM_MC, temperature=1e-7, stop_sequences=[], max_new_tokens=3)).json()
+    # the tempered distribution would give the chosen token logprob ≈ 0; the real one is below it
+    assert all(t["logprob"] < -1e-3 for t in hot["tokens"])
+    assert all(t["logprob"] == pytest.approx(max(t["top_logprob"].values())) for t in hot["tokens"])
+
+
+def test_sampling_with_a_seed_is_reproducible(client):
+    req = {"prompt": "Q:", "temperature": 1.0, "top_p": 0.9, "top_k": 50, "seed": 7, "max_new_tokens": 12}
+    assert client.post("/process", json=req).json()["text"] == client.post("/process", json=req).json()["text"]
+
+
+def test_tokenize_honours_truncation_and_decode_inverts_it(client):
+    text = "Q: There are 6 cookies on a table and 2 cookies in a box."
+    full = client.post("/tokenize", json={"text": text, "truncation": False}).json()["tokens"]
+    cut = client.post("/tokenize", json={"text": text, "truncation": True, "max_length": 5}).json()["tokens"]
+    assert len(full) > 5 and cut == full[:5]
+    assert client.post("/decode", json={"tokens": full}).json()["text"] == text
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"max_new_tokens": 5}, "prompt"),
+        ({"prompt": "x", "max_new_tokens": -1}, "max_new_tokens"),
+        ({"prompt": "x", "max_new_tokens": 10**9}, "max_new_tokens"),
+        ({"prompt": "x", "temperature": -1}, "temperature"),
+        ({"prompt": "x", "top_p": 0}, "top_p"),
+        ({"prompt": 3}, "prompt"),
+    ],
+)
+def test_bad_requests_get_422_with_a_message(client, body, field):
+    r = client.post("/process", json=body)
+    assert r.status_code == 422
+    assert field in r.json()["detail"]
+
+
+def test_malformed_json_and_overlong_prompt_are_4xx(client, engine):
+    r = client.post("/process", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"]
+    r = client.post("/process", json={"prompt": "word " * (engine.context + 10)})
+    assert r.status_code == 422 and "context" in r.json()["detail"]
+    r = client.post("/decode", json={"tokens": [10**9]})
+    assert r.status_code == 422 and "out of range" in r.json()["detail"]
+    assert client.get("/health").json()["status"] == "ok"

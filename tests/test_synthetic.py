@@ -1,0 +1,83 @@
+"""The synthetic generators: seeded, correct answers, HELM's layouts, eval disjoint from training."""
+
+from __future__ import annotations
+
+import random
+
+from lec.data import synthetic as syn
+
+
+def test_generators_are_seeded():
+    assert syn.mmlu_order_rows(20, 3) == syn.mmlu_order_rows(20, 3)
+    assert syn.gsm_arith_rows(20, 3) != syn.gsm_arith_rows(20, 4)
+
+
+def test_mc_answer_follows_the_rule():
+    rng = random.Random(0)
+    for _ in range(200):
+        item = syn.mmlu_order(rng)
+        nums = [int(o) for o in item.options]
+        assert nums == sorted(nums)
+        want = {"smallest": 0, "second smallest": 1, "second largest": 2, "largest": 3}
+        rank = next(r for r in sorted(want, key=len, reverse=True) if r in item.question)
+        assert item.answer == want[rank]
+        assert item.csv_row()[-1] == "ABCD"[item.answer] and len(item.csv_row()) == 6
+
+
+def test_gsm_answer_is_correct_and_in_gsm8k_format():
+    rng = random.Random(1)
+    for _ in range(200):
+        item = syn.gsm_arith(rng)
+        expr = item.solution.split(" = ")[0].split(" has ")[-1].split("There are ")[-1]
+        assert eval(expr) == item.answer  # noqa: S307 - "a + b" / "a - b" from our own generator
+        assert item.jsonl_answer().endswith(f"\n#### {item.answer}")
+        assert item.helm_reference().endswith(f"The answer is {item.answer}.")
+
+
+def test_mc_prompt_matches_helm_layout():
+    """Literal copy of a prompt crfm-helm 0.5.16 sent for mmlu:subject=number_order (one shot)."""
+    shot = syn.MCItem("Which number below is the smallest?", ("274", "358", "465", "859"), 0)
+    item = syn.MCItem("Which of these numbers is the second largest?", ("334", "386", "574", "958"), 2)
+    helm = (
+        "The following are multiple choice questions (with answers) about number order.\n\n"
+        "Question: Which number below is the smallest?\nA. 274\nB. 358\nC. 465\nD. 859\nAnswer: A\n\n"
+        "Question: Which of these numbers is the second largest?\nA. 334\nB. 386\nC. 574\nD. 958\nAnswer:"
+    )
+    assert syn.mc_prompt("number_order", [shot], item) == helm
+
+
+def test_gsm_prompt_matches_helm_layout():
+    """Literal copy of a prompt crfm-helm 0.5.16 sent for gsm (one shot)."""
+    shot = syn.GSMItem("There are 6 cookies on a table and 2 cookies in a box. How many cookies are there in all?",
+                       "There are 6 + 2 = 8 cookies.", 8)  # fmt: skip
+    item = syn.GSMItem("Zoe has 9 apples. Zoe buys 2 more. How many apples does Zoe have now?", "", 11)
+    helm = (
+        "Q: There are 6 cookies on a table and 2 cookies in a box. How many cookies are there in all?\n"
+        "A: There are 6 + 2 = 8 cookies. The answer is 8.\n\n"
+        "Q: Zoe has 9 apples. Zoe buys 2 more. How many apples does Zoe have now?\nA:"
+    )
+    assert syn.gsm_prompt([shot], item) == helm
+
+
+def test_eval_files_are_disjoint_from_training(default_cfg, tmp_path):
+    import csv
+    import json
+
+    from lec.data.mixture import build_mixture
+    from lec.evaluate.smoke_data import write_scenarios
+
+    mix = build_mixture(default_cfg.data, tmp_path / "data")
+    train_text = mix.train_path.read_text() + mix.val_path.read_text()
+    write_scenarios(tmp_path / "helm", default_cfg.eval.synthetic)
+    with (tmp_path / "helm/scenarios/mmlu/data/test/number_order_test.csv").open() as f:
+        mc = [row[0] for row in csv.reader(f)]
+    gsm = [json.loads(line)["question"] for line in (tmp_path / "helm/scenarios/gsm/gsm_data_test").open()]
+    assert len(mc) == len(gsm) == default_cfg.eval.synthetic.n_eval
+    for question in mc + gsm:
+        assert syn.held_out(question)
+    # no training row contains any held-out question (the only way an eval question could leak in)
+    for row in map(json.loads, train_text.splitlines()):
+        for block in row["instruction"].split("\n\n"):
+            q = block.split("\n")[0].removeprefix("Question: ").removeprefix("Q: ")
+            assert not syn.held_out(q) or q.startswith("The following"), q
+    assert default_cfg.eval.synthetic.seed >= 1_000_000 > default_cfg.data.seed * 1000 + len(default_cfg.data.sources)
