@@ -99,6 +99,7 @@ class ModelConfig:
     pad_token: Optional[str] = "eos"  # "eos" reuses EOS as padding (models that ship no pad token)
     lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     lr: Optional[float] = None  # per-model learning-rate override; null = the adapter recipe's lr
+    warmup_ratio: Optional[float] = None  # per-model warmup override; null = the adapter recipe's
 
 
 @dataclass

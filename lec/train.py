@@ -117,6 +117,7 @@ def finetune(
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     lr = cfg.model.lr or cfg.adapter.lr
+    warmup = cfg.model.warmup_ratio if cfg.model.warmup_ratio is not None else cfg.adapter.warmup_ratio
     batch = cfg.hardware.micro_batch_size * cfg.hardware.grad_accum
     epochs = cfg.train.epochs if cfg.train.epochs is not None else cfg.adapter.epochs
     steps = cfg.train.max_steps or math.ceil(len(rows) * epochs / batch)
@@ -132,7 +133,7 @@ def finetune(
         max_steps=steps,
         learning_rate=lr,
         lr_scheduler_type=cfg.adapter.scheduler,
-        warmup_steps=max(1, int(cfg.adapter.warmup_ratio * steps)) if cfg.adapter.warmup_ratio else 0,
+        warmup_steps=int(warmup * steps),
         weight_decay=cfg.adapter.weight_decay,
         max_grad_norm=cfg.adapter.max_grad_norm,
         optim=cfg.adapter.optim,

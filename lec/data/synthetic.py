@@ -18,29 +18,31 @@ LETTERS = "ABCD"
 HELD_OUT = 5  # 1 in 5 questions (by a hash of their text) is reserved for evaluation, never trained on
 
 
-def held_out(question: str) -> bool:
-    """True for the fifth of all possible questions that only the eval files may contain.
+def held_out(key: str) -> bool:
+    """True for the fifth of all possible items (by a hash of their full text) that only the eval files contain.
 
     The word-problem space is small (a few thousand questions), so disjoint seeds alone would still let eval
-    questions appear in training; partitioning the space by hash makes the split disjoint by construction."""
-    return zlib.crc32(question.encode()) % HELD_OUT == 0
+    questions appear in training; partitioning the space by hash makes the split disjoint by construction. The key
+    is the whole item (an MC question with its options), so every phrasing still occurs on both sides."""
+    return zlib.crc32(key.encode()) % HELD_OUT == 0
 
 
 def draw(make: Callable[[random.Random], "MCItem | GSMItem"], rng: random.Random, for_eval: bool):
     """An item from `make` on the requested side of the train/eval partition."""
     while True:
         item = make(rng)
-        if held_out(item.question) == for_eval:
+        if held_out(item.key()) == for_eval:
             return item
 
 # --- MMLU-style multiple choice ------------------------------------------------------------------------------------
 
 # The rule: the four options are sorted ascending, so the rank word fixes the letter.
 _RANKS = {"smallest": 0, "second smallest": 1, "second largest": 2, "largest": 3}
+# Every stem ends with the rank and every option has two digits, so the rank sits at a fixed distance before
+# "Answer:": a 2-layer model can find it with one positional attention head, whatever the in-context examples.
 _MC_STEMS = (
     "Which of these numbers is the {rank}?",
     "Which number below is the {rank}?",
-    "Pick the {rank} of the following numbers.",
     "Of the numbers listed, which is the {rank}?",
 )
 
@@ -51,13 +53,16 @@ class MCItem:
     options: tuple[str, str, str, str]
     answer: int  # index into options
 
+    def key(self) -> str:
+        return "|".join((self.question, *self.options))
+
     def csv_row(self) -> list[str]:
         """MMLU's headerless CSV row: question, A, B, C, D, answer letter."""
         return [self.question, *self.options, LETTERS[self.answer]]
 
 
 def mmlu_order(rng: random.Random) -> MCItem:
-    numbers = sorted(rng.sample(range(1, 1000), 4))
+    numbers = sorted(rng.sample(range(10, 100), 4))
     rank = rng.choice(list(_RANKS))
     stem = rng.choice(_MC_STEMS).format(rank=rank)
     return MCItem(stem, tuple(str(n) for n in numbers), _RANKS[rank])
@@ -89,6 +94,9 @@ class GSMItem:
     solution: str  # reasoning line(s), without the final answer
     answer: int
 
+    def key(self) -> str:
+        return self.question
+
     def jsonl_answer(self) -> str:
         """GSM8K's `answer` field: reasoning, newline, '#### n'."""
         return f"{self.solution}\n#### {self.answer}"
@@ -106,12 +114,12 @@ def gsm_arith(rng: random.Random) -> GSMItem:
     kind = rng.randrange(3)
     if kind == 0:
         q = f"{name} has {a} {things}. {name} buys {b} more. How many {things} does {name} have now?"
-        return GSMItem(q, f"{name} has {a} + {b} = {a + b} {things}.", a + b)
+        return GSMItem(q, f"{a} + {b} = {a + b}.", a + b)
     if kind == 1:
         q = f"{name} had {a} {things} and gave {b} away. How many {things} does {name} have left?"
-        return GSMItem(q, f"{name} has {a} - {b} = {a - b} {things} left.", a - b)
+        return GSMItem(q, f"{a} - {b} = {a - b}.", a - b)
     q = f"There are {a} {things} on a table and {b} {things} in a box. How many {things} are there in all?"
-    return GSMItem(q, f"There are {a} + {b} = {a + b} {things}.", a + b)
+    return GSMItem(q, f"{a} + {b} = {a + b}.", a + b)
 
 
 def gsm_block(item: GSMItem, with_answer: bool) -> str:
