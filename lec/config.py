@@ -213,6 +213,15 @@ class ServeConfig:
 
 
 @dataclass
+class ScoreConfig:
+    """How a run is ranked: against a reference pool of published entries, with the challenge's rules."""
+
+    pool: str = "4090_final"  # a shipped pool (lec/reference) or a path to a file in the organisers' format
+    mode: str = "challenge"  # challenge | helm (HELM's own mean win rate)
+    only_evaluated: bool = True  # rank on the scenarios the run evaluated (False: missing = worst, as the challenge)
+
+
+@dataclass
 class MlflowConfig:
     tracking_uri: Optional[str] = None  # null = sqlite:///<outputs_dir>/mlflow.db
     experiment: str = "lec"
@@ -229,6 +238,7 @@ class LecConfig:
     eval: EvalConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     seed: int = 0
     outputs_dir: str = "outputs"
@@ -266,6 +276,8 @@ def validate(cfg: LecConfig) -> LecConfig:
             )
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
+    if cfg.score.mode not in ("challenge", "helm"):
+        raise ConfigError(f"score.mode must be one of challenge, helm; got '{cfg.score.mode}'")
     if not cfg.eval.entries:
         raise ConfigError(f"eval '{cfg.eval.name}' has no run entries")
     for entry in cfg.eval.entries:

@@ -26,14 +26,19 @@ class RunSummary:
     run_id: str
     timings: Dict[str, float] = field(default_factory=dict)
     train: Optional[dict] = None
-    # {label: {scenario: {challenge metric: value}}} and {label: {scenario|raw_score: value}}
-    challenge: Dict[str, Dict[str, Dict[str, Optional[float]]]] = field(default_factory=dict)
-    scores: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    challenge: Dict[str, Dict[str, float]] = field(default_factory=dict)  # {label: {challenge metric: value}}
+    scores: Dict[str, Dict[str, float]] = field(default_factory=dict)  # {label: {scenario | raw_score: mean}}
+    standing: Dict[str, score.PoolResult] = field(default_factory=dict)  # {label: rank among the pool}
     eval_timed_out: bool = False
 
     @property
     def objective(self) -> float:
-        return self.scores.get("tuned", {}).get("raw_score", float("nan"))
+        """What a sweep optimises: the tuned model's Score_full against the pool, else its stage score."""
+        if "tuned" not in self.standing:
+            return float("nan")
+        st = self.standing["tuned"].standing
+        value = next((v for v in (st.score_full, st.score_open, st.score_hidden) if v is not None), None)
+        return float("nan") if value is None else value
 
 
 @contextmanager
@@ -91,13 +96,24 @@ def run(cfg: LecConfig, run_dir: Path, run_name: str, choices: Optional[Dict[str
             _log_helm_artifacts(ev.helm_output, ev.suite)
 
         with stage("score", t):
+            pool = score.load_pool(cfg.score.pool)
             for label, scenarios in ev.metrics.items():
                 prefix = "" if label == "tuned" else f"{label}/"
-                summary.challenge[label] = score.challenge_metrics(scenarios)
-                summary.scores[label] = score.raw_score(summary.challenge[label])
-                track.log_metrics({f"{prefix}challenge/{track.metric_name(k)}": v for k, v in summary.scores[label].items()})
-                for scenario, metrics in summary.challenge[label].items():
-                    track.log_metrics({f"{prefix}challenge/{track.metric_name(scenario, m)}": v for m, v in metrics.items()})
+                metrics = score.challenge_metrics(scenarios)
+                ranked = score.score_against_pool(metrics, pool, cfg.score.mode, cfg.score.only_evaluated)
+                summary.challenge[label], summary.scores[label] = metrics, score.raw_score(metrics)
+                summary.standing[label] = ranked
+                track.log_metrics({f"{prefix}challenge/{track.metric_name(k)}": v for k, v in metrics.items()})
+                track.log_metrics({f"{prefix}challenge/mean/{track.metric_name(k)}": v
+                                   for k, v in summary.scores[label].items()})  # fmt: skip
+                st = ranked.standing
+                track.log_metrics({f"{prefix}challenge/{k}": v for k, v in {
+                    "score_open": st.score_open, "score_hidden": st.score_hidden, "score_full": st.score_full,
+                    "rank": st.rank, "rank_open": st.rank_open, "rank_hidden": st.rank_hidden,
+                    "gap_open_minus_hidden": st.gap}.items()})  # fmt: skip
+            mlflow.set_tags({"lec.score_pool": cfg.score.pool, "lec.score_mode": cfg.score.mode,
+                             "lec.score_pool_size": str(len(pool)),
+                             "lec.score_scenarios": ",".join(summary.standing["tuned"].scenarios)})  # fmt: skip
 
         track.log_metrics({f"timing/{k}_s": v for k, v in t.items()})
         (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
@@ -128,5 +144,13 @@ def _version(dist: str) -> str:
 
 
 def _jsonable(s: RunSummary) -> dict:
+    standing = {
+        label: {"rank": r.standing.rank, "of": r.pool_size + 1, "scenarios": r.scenarios,
+                "scenario_win_rates": r.standing.scenario_win_rates, "score_open": r.standing.score_open,
+                "score_hidden": r.standing.score_hidden, "score_full": r.standing.score_full,
+                "rank_open": r.standing.rank_open, "rank_hidden": r.standing.rank_hidden, "gap": r.standing.gap}
+        for label, r in s.standing.items()
+    }  # fmt: skip
     return {"run_dir": str(s.run_dir), "run_id": s.run_id, "timings": s.timings, "train": s.train,
-            "challenge": s.challenge, "scores": s.scores, "eval_timed_out": s.eval_timed_out}  # fmt: skip
+            "challenge": s.challenge, "scores": s.scores, "standing": standing,
+            "eval_timed_out": s.eval_timed_out}  # fmt: skip

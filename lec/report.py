@@ -1,52 +1,61 @@
-"""The end-of-run summary a person reads: tuned vs base per challenge metric, scores, timings, how to open MLflow."""
+"""The end-of-run summary a person reads: tuned vs base per challenge metric, standing among the reference pool,
+timings, and how to open MLflow."""
 
 from __future__ import annotations
+
+import os
+from typing import Optional
 
 from rich.console import Console
 from rich.table import Table
 
+from lec import score
 from lec.pipeline import RunSummary
 
 
-def _fmt(v) -> str:
-    return "—" if v is None else f"{v:.3f}"
+def _fmt(v: Optional[float], digits: int = 3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
 
 
-def print_summary(s: RunSummary, tracking_uri: str, console: Console | None = None) -> None:
+def print_summary(s: RunSummary, tracking_uri: str, console: Optional[Console] = None) -> None:
     console = console or Console()
     labels = list(s.challenge)
-    table = Table(title=f"lec run {s.run_id[:8]} — challenge metrics (HELM)", show_lines=False)
-    table.add_column("scenario")
-    table.add_column("metric")
-    for label in labels:
-        table.add_column(label, justify="right")
-    if "base" in labels and "tuned" in labels:
-        table.add_column("Δ tuned − base", justify="right")
-    scenarios = sorted({sc for lab in labels for sc in s.challenge[lab]})
-    for sc in scenarios:
-        metric_names = next(list(s.challenge[lab][sc]) for lab in labels if sc in s.challenge[lab])
-        for m in metric_names:
-            vals = [s.challenge[lab].get(sc, {}).get(m) for lab in labels]
-            row = [sc, m] + [_fmt(v) for v in vals]
-            if len(row) - 2 < len(table.columns) - 2:
-                t, b = s.challenge["tuned"].get(sc, {}).get(m), s.challenge["base"].get(sc, {}).get(m)
+    both = "tuned" in labels and "base" in labels
+    table = Table(title=f"lec run {s.run_id[:8]} — challenge metrics from HELM")
+    for col in ["scenario", "metric", *labels] + (["Δ tuned − base"] if both else []):
+        table.add_column(col, justify="left" if col in ("scenario", "metric") else "right")
+    for sc in score.SCENARIOS:
+        for m in sc.metrics:
+            vals = [s.challenge[lab].get(m.label) for lab in labels]
+            if all(v is None for v in vals):
+                continue
+            row = [sc.name, m.label.split(" - ", 1)[-1], *[_fmt(v) for v in vals]]
+            if both:
+                t, b = s.challenge["tuned"].get(m.label), s.challenge["base"].get(m.label)
                 row.append("—" if t is None or b is None else f"{t - b:+.3f}")
             table.add_row(*row)
-    raw = [s.scores[lab].get("raw_score") for lab in labels]
-    row = ["all", "raw score (geo-mean over scenarios)"] + [_fmt(v) for v in raw]
-    if "base" in labels and "tuned" in labels:
-        row.append(f"{s.scores['tuned'].get('raw_score', 0) - s.scores['base'].get('raw_score', 0):+.3f}")
-    table.add_row(*row, style="bold")
     console.print(table)
+
+    ranks = Table(title=f"standing among the reference pool (scenarios: {', '.join(_scen(s))})")
+    for col in ["model", "rank", "Score_open", "Score_hidden", "Score_full", "open − hidden"]:
+        ranks.add_column(col, justify="right")
+    for lab, r in s.standing.items():
+        st = r.standing
+        ranks.add_row(lab, f"{st.rank} of {r.pool_size + 1}", _fmt(st.score_open), _fmt(st.score_hidden),
+                      _fmt(st.score_full), _fmt(st.gap))  # fmt: skip
+    console.print(ranks)
     if s.train:
-        console.print(
-            f"train: {s.train['steps']} steps, loss {s.train['loss']:.3f}, "
-            f"{s.train['tokens_per_s']:.0f} tokens/s, {s.train['trainable_params']:,} trainable params"
-        )
+        console.print(f"train: {s.train['steps']} steps, loss {s.train['loss']:.3f}, "
+                      f"{s.train['tokens_per_s']:.0f} tokens/s, {s.train['trainable_params']:,} trainable params")  # fmt: skip
     console.print("time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s.timings.items())
                   + f" (total {sum(s.timings.values()):.1f} s)")  # fmt: skip
     if s.eval_timed_out:
         console.print("[red]the eval budget ran out: unfinished HELM runs are missing (count as 0)[/red]")
     console.print(f"outputs: {s.run_dir}")
-    store = tracking_uri.replace(f"sqlite:///{__import__('os').getcwd()}/", "sqlite:///")
-    console.print(f"MLflow:  mlflow ui --backend-store-uri {store}   → http://127.0.0.1:5000, experiment 'lec'")
+    store = tracking_uri.replace(f"sqlite:///{os.getcwd()}/", "sqlite:///")
+    console.print(f"MLflow:  mlflow ui --backend-store-uri {store}   (then http://127.0.0.1:5000, experiment 'lec')",
+                  soft_wrap=True)  # fmt: skip
+
+
+def _scen(s: RunSummary):
+    return s.standing["tuned"].scenarios if "tuned" in s.standing else []

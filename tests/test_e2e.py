@@ -57,8 +57,13 @@ def test_helm_metrics_and_challenge_score_are_logged(default_run):
     tmp, out, _, run = default_run
     m = run.data.metrics
     for key in ("helm/mmlu/exact_match", "helm/gsm/exact_match_indicator", "base/helm/mmlu/exact_match",
-                "challenge/raw_score", "base/challenge/raw_score", "challenge/mmlu/mmlu_em"):  # fmt: skip
+                "challenge/mmlu_em", "challenge/gsm8k_em", "challenge/mean/raw_score", "challenge/score_open",
+                "challenge/rank", "base/challenge/rank"):  # fmt: skip
         assert key in m, key
+    assert m["challenge/mmlu_em"] == m["helm/mmlu/exact_match"]
+    assert "challenge/score_hidden" not in m  # the smoke suite has no closed-stage scenario
+    assert 1 <= m["challenge/rank"] <= 9 and m["challenge/rank"] <= m["base/challenge/rank"]
+    assert run.data.tags["lec.score_scenarios"] == "MMLU,GSM8K"
     runs = list((tmp / "run" / "helm" / "runs" / "smoke").iterdir())
     assert len([r for r in runs if (r / "stats.json").exists()]) == 4  # mmlu + gsm for tuned and base
     assert (tmp / "run" / "helm" / "runs" / "smoke" / "groups").is_dir()  # helm-summarize ran
@@ -72,7 +77,8 @@ def test_fine_tuning_beats_the_untuned_base(default_run):
     assert m["helm/mmlu/exact_match"] > m["base/helm/mmlu/exact_match"]
     assert m["helm/mmlu/exact_match"] >= 0.8  # the MC rule is learned, not guessed (chance = 0.25)
     assert m["helm/gsm/exact_match_indicator"] > m["base/helm/gsm/exact_match_indicator"]
-    assert m["challenge/raw_score"] > m["base/challenge/raw_score"]
+    assert m["challenge/mean/raw_score"] > m["base/challenge/mean/raw_score"]
+    assert m["challenge/score_open"] > m["base/challenge/score_open"]
 
 
 def test_helm_really_talked_to_the_lec_server(default_run):
