@@ -44,7 +44,8 @@ def main(argv=None) -> None:
     engine = load_engine(cfg, base=base, adapter=args.adapter)
     host = args.host or cfg.serve.host
     port = args.port if args.port is not None else (cfg.serve.port or 8080)
-    uvicorn.run(create_app(engine, name=args.name), host=host, port=port, log_level="warning")
+    app = create_app(engine, name=args.name, max_batch_size=cfg.serve.max_batch_size, batch_wait_ms=cfg.serve.batch_wait_ms)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

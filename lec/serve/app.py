@@ -17,13 +17,16 @@ from lec.serve.api import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from lec.serve.batcher import Batcher
 from lec.serve.engine import Engine, RequestError
 
 log = logging.getLogger(__name__)
 
 
-def create_app(engine: Engine, name: str = "lec") -> FastAPI:
+def create_app(engine: Engine, name: str = "lec", max_batch_size: int = 8, batch_wait_ms: float = 5.0) -> FastAPI:
     app = FastAPI(title=f"lec model server ({name})")
+    batcher = Batcher(engine, max_batch_size, batch_wait_ms)
+    app.state.batcher = batcher
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -33,12 +36,14 @@ def create_app(engine: Engine, name: str = "lec") -> FastAPI:
 
     @app.get("/health")
     def health() -> dict:
-        return {"status": "ok", "model": name, "context": engine.context}
+        sizes = batcher.batches
+        return {"status": "ok", "model": name, "context": engine.context, "batches": len(sizes),
+                "mean_batch_size": sum(sizes) / len(sizes) if sizes else 0.0}  # fmt: skip
 
     @app.post("/process", response_model=ProcessResponse)
     def process(req: ProcessRequest) -> dict:
         try:
-            return engine.process(req)
+            return batcher.submit(req)
         except RequestError as err:
             raise HTTPException(status_code=422, detail=str(err)) from err
 

@@ -1,17 +1,21 @@
-"""Text generation with the numbers HELM reads: per-token logprobs, top-k alternatives, stop sequences, echo.
+"""Text generation with the numbers HELM reads: per-token logprobs, top-k alternatives, stop sequences, echo —
+for a batch of requests at once (the dynamic batcher groups concurrent HELM requests; a single request is a batch
+of one, so there is one code path).
 
 Rules (../shared/research/helm_challenge.md §1.3–§1.4, where the challenge's sample servers went wrong):
 - temperature ≤ 1e-6 is greedy (HELM maps temperature 0 to 1e-7);
 - logprobs come from the untempered log-softmax, aligned to the next token (logits at t score token t+1);
 - stop sequences are applied here: HELM's HTTP client does not truncate, so "B\\n\\nQuestion…" would score 0;
 - generation stops at EOS; `echo_prompt` returns the prompt's tokens with their logprobs, also for 0 new tokens.
+Batching: prompts are left-padded with an attention mask and matching position ids, so each row computes what it
+would alone; a finished row stops contributing tokens while the others go on.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -32,6 +36,18 @@ class Step:
     top: Dict[str, float]
 
 
+@dataclass
+class _Row:
+    req: ProcessRequest
+    prompt_ids: List[int]
+    max_new: int
+    start: float
+    generator: Optional[torch.Generator] = None
+    prompt_steps: List[Step] = field(default_factory=list)
+    steps: List[Step] = field(default_factory=list)
+    done: bool = False
+
+
 class Engine:
     """One causal LM + tokenizer behind a lock; every public method is safe to call from server threads."""
 
@@ -43,6 +59,9 @@ class Engine:
         self.device = next(model.parameters()).device
         self._lock = threading.Lock()
         self._special = set(tokenizer.all_special_ids)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # Text of every single token, decoded once: the per-step top-k alternatives read it instead of decoding.
+        self._piece = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
 
     # --- tokenizer endpoints -------------------------------------------------------------------------------------
 
@@ -55,8 +74,8 @@ class Engine:
 
     # --- /process ------------------------------------------------------------------------------------------------
 
-    def process(self, req: ProcessRequest) -> dict:
-        start = time.perf_counter()
+    def check(self, req: ProcessRequest) -> Tuple[List[int], int]:
+        """Validate against the model: (prompt ids, new tokens allowed) or RequestError."""
         prompt_ids = self.tokenize(req.prompt, truncation=False)
         if len(prompt_ids) >= self.context:
             raise RequestError(
@@ -65,81 +84,122 @@ class Engine:
             )
         if req.max_new_tokens > self.max_new_tokens_limit:
             raise RequestError(f"max_new_tokens={req.max_new_tokens} exceeds this server's limit {self.max_new_tokens_limit}")
-        max_new = min(req.max_new_tokens, self.context - len(prompt_ids))
+        return prompt_ids, min(req.max_new_tokens, self.context - len(prompt_ids))
+
+    def process(self, req: ProcessRequest) -> dict:
+        return self.process_batch([req])[0]
+
+    def process_batch(self, reqs: List[ProcessRequest]) -> List[dict]:
+        """Responses for a batch of requests (RequestError if one cannot be served)."""
+        return self.run_checked([(req, *self.check(req)) for req in reqs])
+
+    def run_checked(self, items: List[Tuple[ProcessRequest, List[int], int]]) -> List[dict]:
+        """Responses for (request, prompt ids, new tokens allowed) triples that `check` produced."""
+        rows = []
+        for req, prompt_ids, max_new in items:
+            gen = None
+            if req.seed is not None:
+                gen = torch.Generator(device=self.device).manual_seed(req.seed)
+            rows.append(_Row(req, prompt_ids, max_new, time.perf_counter(), gen))
         with self._lock:
-            prompt_steps, steps = self._run(prompt_ids, req, max_new)
-        text, steps = self._cut(steps, req.stop_sequences)
-        tokens = [self._token(s) for s in steps]
-        if req.echo_prompt:
-            text = req.prompt + text
-            tokens = [self._token(s) for s in prompt_steps] + tokens
-        return {
-            "text": text,
-            "tokens": tokens,
-            "logprob": float(sum(t["logprob"] for t in tokens)),
-            "request_time": time.perf_counter() - start,
-        }
+            self._run(rows)
+        return [self._response(r) for r in rows]
 
     @torch.inference_mode()
-    def _run(self, prompt_ids: List[int], req: ProcessRequest, max_new: int) -> Tuple[List[Step], List[Step]]:
-        """Prompt steps (only when echoed) and generated steps, each with untempered logprobs."""
-        k = req.top_k_per_token
-        generator = None
-        if req.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(req.seed)
-        ids = torch.tensor([prompt_ids], device=self.device)
-        out = self.model(input_ids=ids, use_cache=max_new > 0)
-        logits = out.logits[0].float()
-        prompt_steps: List[Step] = []
-        if req.echo_prompt:
-            logp = torch.log_softmax(logits[:-1], dim=-1)  # row t scores prompt token t+1
-            for t, tok in enumerate(prompt_ids[1:], start=1):
-                prompt_steps.append(Step(tok, float(logp[t - 1, tok]), self._top(logp[t - 1], k)))
-            if prompt_ids and prompt_ids[0] not in self._special:  # no BOS: the first token has no context
-                prompt_steps.insert(0, Step(prompt_ids[0], 0.0, {}))
-        steps: List[Step] = []
-        stops = req.stop_sequences
-        past, next_logits = out.past_key_values, logits[-1]
-        generated: List[int] = []
-        for _ in range(max_new):
+    def _run(self, rows: List[_Row]) -> None:
+        n, longest = len(rows), max(len(r.prompt_ids) for r in rows)
+        ids = torch.full((n, longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, longest), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding: every row's last prompt token is in the last column
+            ids[i, longest - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+            mask[i, longest - len(r.prompt_ids):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        need_cache = any(r.max_new > 0 for r in rows)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=need_cache)
+        logits = out.logits.float()
+        for i, r in enumerate(rows):
+            if r.req.echo_prompt:
+                self._echo(r, logits[i, longest - len(r.prompt_ids):])
+            r.done = r.max_new == 0
+        past, next_logits = out.past_key_values, logits[:, -1]
+        last_pos = positions[:, -1]
+        while not all(r.done for r in rows):
             logp = torch.log_softmax(next_logits, dim=-1)
-            tok = self._choose(next_logits, logp, req, generator)
-            if tok == self.tokenizer.eos_token_id:
+            greedy = logp.argmax(-1)
+            k = max(r.req.top_k_per_token for r in rows if not r.done)
+            top_v, top_i = (x.tolist() for x in torch.topk(logp, k, dim=-1))
+            chosen = torch.full((n,), self.pad_id, dtype=torch.long, device=self.device)
+            for i, r in enumerate(rows):
+                if r.done:
+                    continue
+                sampled = r.req.temperature > GREEDY_TEMPERATURE
+                tok = self._sample(next_logits[i], r) if sampled else int(greedy[i])
+                if tok == self.tokenizer.eos_token_id:
+                    r.done = True
+                    continue
+                kk = r.req.top_k_per_token
+                r.steps.append(Step(tok, float(logp[i, tok]), self._top(top_v[i][:kk], top_i[i][:kk])))
+                chosen[i] = tok
+                if len(r.steps) >= r.max_new or self._hit_stop(r):
+                    r.done = True
+            if all(r.done for r in rows):
                 break
-            steps.append(Step(tok, float(logp[tok]), self._top(logp, k)))
-            generated.append(tok)
-            if stops and any(s in self.decode(generated) for s in stops):
-                break
-            out = self.model(input_ids=torch.tensor([[tok]], device=self.device), past_key_values=past, use_cache=True)
-            past, next_logits = out.past_key_values, out.logits[0, -1].float()
-        return prompt_steps, steps
+            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=self.device)], dim=1)
+            last_pos = last_pos + 1
+            out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=last_pos[:, None],
+                             past_key_values=past, use_cache=True)  # fmt: skip
+            past, next_logits = out.past_key_values, out.logits[:, -1].float()
 
-    def _choose(self, logits: torch.Tensor, logp: torch.Tensor, req: ProcessRequest, generator) -> int:
-        if req.temperature <= GREEDY_TEMPERATURE:
-            return int(torch.argmax(logp))
+    def _hit_stop(self, r: _Row) -> bool:
+        """Does the completion now contain a stop sequence? Only the tail can hold a new one: decode just that."""
+        stops = r.req.stop_sequences
+        if not stops:
+            return False
+        tail = max(len(s) for s in stops) + 4  # tokens: each is ≥ 1 character, +4 for split UTF-8 bytes
+        text = self._text(r.steps[-tail:])
+        return any(s and s in text for s in stops)
+
+    def _echo(self, r: _Row, logits: torch.Tensor) -> None:
+        """Prompt tokens with logprobs: row t of the prompt's logits scores prompt token t+1."""
+        logp = torch.log_softmax(logits[:-1], dim=-1)
+        top_v, top_i = (x.tolist() for x in torch.topk(logp, r.req.top_k_per_token, dim=-1))
+        for t, tok in enumerate(r.prompt_ids[1:], start=1):
+            r.prompt_steps.append(Step(tok, float(logp[t - 1, tok]), self._top(top_v[t - 1], top_i[t - 1])))
+        if r.prompt_ids and r.prompt_ids[0] not in self._special:  # no BOS: the first token has no context
+            r.prompt_steps.insert(0, Step(r.prompt_ids[0], 0.0, {}))
+
+    def _sample(self, logits: torch.Tensor, r: _Row) -> int:
+        """Temperature, then top-k, then top-p (nucleus) truncation; seeded per request when it gives a seed."""
+        req = r.req
         scores = logits / req.temperature
         if 0 < req.top_k < scores.numel():
             kth = torch.topk(scores, req.top_k).values[-1]
             scores = scores.masked_fill(scores < kth, float("-inf"))
         if req.top_p < 1.0:
             sorted_scores, order = torch.sort(scores, descending=True)
-            cum = torch.cumsum(torch.softmax(sorted_scores, dim=-1), dim=-1)
-            drop = cum - torch.softmax(sorted_scores, dim=-1) > req.top_p  # keep the smallest set reaching top_p
+            probs = torch.softmax(sorted_scores, dim=-1)
+            drop = torch.cumsum(probs, dim=-1) - probs > req.top_p  # keep the smallest set reaching top_p
             scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
-        return int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator))
+        return int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=r.generator))
 
-    def _top(self, logp: torch.Tensor, k: int) -> Dict[str, float]:
-        values, indices = torch.topk(logp, k)
+    def _top(self, values: List[float], indices: List[int]) -> Dict[str, float]:
         top: Dict[str, float] = {}
-        for v, i in zip(values.tolist(), indices.tolist()):
-            top.setdefault(self.decode([i]), v)  # two ids can decode alike (byte pieces): keep the likelier
+        for v, i in zip(values, indices):
+            top.setdefault(self._piece[i], v)  # two ids can decode alike (byte pieces): keep the likelier
         return top
+
+    def _text(self, steps: List[Step]) -> str:
+        return self.decode([s.token_id for s in steps])
 
     def _cut(self, steps: List[Step], stops: List[str]) -> Tuple[str, List[Step]]:
         """Completion text up to the first stop sequence, and the steps whose text starts before it."""
+        full = self._text(steps)
+        if not any(s and s in full for s in stops):
+            return full, steps
         pieces, text = [], ""
         for i in range(len(steps)):
-            piece = self.decode([s.token_id for s in steps[: i + 1]])[len(text):]
+            piece = self._text(steps[: i + 1])[len(text):]
             pieces.append(piece)
             text += piece
         cut = min((text.find(s) for s in stops if s and s in text), default=len(text))
@@ -147,9 +207,22 @@ class Engine:
         for step, piece in zip(steps, pieces):
             if length >= cut:
                 break
-            kept.append(Step(step.token_id, step.logprob, step.top))
+            kept.append(step)
             length += len(piece)
         return text[:cut], kept
 
+    def _response(self, r: _Row) -> dict:
+        text, steps = self._cut(r.steps, r.req.stop_sequences)
+        tokens = [self._token(s) for s in steps]
+        if r.req.echo_prompt:
+            text = r.req.prompt + text
+            tokens = [self._token(s) for s in r.prompt_steps] + tokens
+        return {
+            "text": text,
+            "tokens": tokens,
+            "logprob": float(sum(t["logprob"] for t in tokens)),
+            "request_time": time.perf_counter() - r.start,
+        }
+
     def _token(self, step: Step) -> dict:
-        return {"text": self.decode([step.token_id]), "logprob": step.logprob, "top_logprob": step.top}
+        return {"text": self._piece[step.token_id], "logprob": step.logprob, "top_logprob": step.top}
