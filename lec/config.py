@@ -183,6 +183,7 @@ class EvalConfig:
     name: str = MISSING
     suite: str = MISSING
     entries: List[str] = field(default_factory=list)
+    confs: List[str] = field(default_factory=list)  # shipped challenge confs (lec/evaluate/confs), appended
     max_eval_instances: int = 10  # helm-run -m; an entry's own max_eval_instances wins
     num_threads: int = 4  # helm-run -n: concurrent requests to the server
     budget_min: float = 120.0
@@ -278,9 +279,15 @@ def validate(cfg: LecConfig) -> LecConfig:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
     if cfg.score.mode not in ("challenge", "helm"):
         raise ConfigError(f"score.mode must be one of challenge, helm; got '{cfg.score.mode}'")
-    if not cfg.eval.entries:
+    from lec.evaluate.suites import SuiteError, suite_entries
+
+    try:
+        entries = suite_entries(cfg.eval.entries, cfg.eval.confs)
+    except SuiteError as err:
+        raise ConfigError(f"eval '{cfg.eval.name}': {err}") from err
+    if not entries:
         raise ConfigError(f"eval '{cfg.eval.name}' has no run entries")
-    for entry in cfg.eval.entries:
+    for entry in entries:
         if "model={model}" not in entry:
             raise ConfigError(f"eval entry '{entry}' must contain 'model={{model}}' (lec fills in the served model)")
     if cfg.hardware.max_seq_len > cfg.model.native_context and cfg.model.tiny is None:

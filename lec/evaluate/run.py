@@ -12,6 +12,7 @@ from lec.config import LecConfig
 from lec.evaluate import helm
 from lec.evaluate.smoke_data import write_scenarios
 from lec.evaluate.stats import read_suite, scenario_metrics
+from lec.evaluate.suites import suite_entries
 from lec.serve.process import ServerSpec, serving
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def evaluate(
         ]
         helm.write_prod_env(helm_output / "prod_env", served)
         conf = helm_output / "run_entries.conf"
-        entries = helm.write_conf(conf, cfg.eval.entries, served)
+        entries = helm.write_conf(conf, suite_entries(cfg.eval.entries, cfg.eval.confs), served)
         result = helm.helm_run(
             conf,
             helm_output,
