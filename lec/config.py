@@ -211,6 +211,11 @@ class ServeConfig:
     batch_wait_ms: float = 5.0  # how long the batcher waits to fill a batch
     max_new_tokens_limit: int = 2048
     startup_timeout_s: float = 180.0
+    # Per-model prompt wrapper and answer clean-up, as some finalists' servers did (off by default):
+    prompt_template: Optional[str] = None  # e.g. "### Input:\n{prompt}\n\n### Response:\n" (Birbal)
+    template_if_blank_lines_below: Optional[int] = None  # wrap only prompts with fewer "\n\n" than this
+    cut_at: Optional[str] = None  # keep the completion up to this text, e.g. "\n\n" (Birbal)
+    strip_prefixes: List[str] = field(default_factory=list)  # leading phrases removed, case-insensitive
 
 
 @dataclass
@@ -277,6 +282,8 @@ def validate(cfg: LecConfig) -> LecConfig:
             )
     if not 0.0 <= cfg.data.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
+    if cfg.serve.prompt_template is not None and "{prompt}" not in cfg.serve.prompt_template:
+        raise ConfigError("serve.prompt_template must contain '{prompt}' where HELM's prompt goes")
     if cfg.score.mode not in ("challenge", "helm"):
         raise ConfigError(f"score.mode must be one of challenge, helm; got '{cfg.score.mode}'")
     from lec.evaluate.suites import SuiteError, suite_entries

@@ -48,10 +48,38 @@ class _Row:
     done: bool = False
 
 
+@dataclass
+class PromptFormat:
+    """A model's serving-side prompt wrapper and answer clean-up (e.g. the 4090 winner's): identity by default."""
+
+    template: Optional[str] = None  # "{prompt}" is replaced by HELM's prompt
+    if_blank_lines_below: Optional[int] = None  # wrap only prompts with fewer "\n\n" separators than this
+    cut_at: Optional[str] = None
+    strip_prefixes: Tuple[str, ...] = ()
+
+    def wrap(self, prompt: str) -> str:
+        if self.template is None:
+            return prompt
+        if self.if_blank_lines_below is not None and prompt.count("\n\n") >= self.if_blank_lines_below:
+            return prompt
+        return self.template.replace("{prompt}", prompt)
+
+    def clean(self, text: str) -> str:
+        if self.cut_at and self.cut_at in text:
+            text = text[: text.index(self.cut_at)]
+        for prefix in self.strip_prefixes:
+            head = text.lstrip()
+            if head.lower().startswith(prefix.lower()):
+                text = head[len(prefix):]
+        return text
+
+
 class Engine:
     """One causal LM + tokenizer behind a lock; every public method is safe to call from server threads."""
 
-    def __init__(self, model, tokenizer, context: int, max_new_tokens_limit: int = 2048):
+    def __init__(self, model, tokenizer, context: int, max_new_tokens_limit: int = 2048,
+                 prompt_format: Optional[PromptFormat] = None):  # fmt: skip
+        self.format = prompt_format or PromptFormat()
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.context = context
@@ -76,7 +104,9 @@ class Engine:
 
     def check(self, req: ProcessRequest) -> Tuple[List[int], int]:
         """Validate against the model: (prompt ids, new tokens allowed) or RequestError."""
-        prompt_ids = self.tokenize(req.prompt, truncation=False)
+        # The wrapper applies to generation only: an echoed prompt is scored as HELM sent it.
+        prompt = req.prompt if req.echo_prompt else self.format.wrap(req.prompt)
+        prompt_ids = self.tokenize(prompt, truncation=False)
         if len(prompt_ids) >= self.context:
             raise RequestError(
                 f"prompt is {len(prompt_ids)} tokens; the model's context is {self.context} tokens "
@@ -213,6 +243,7 @@ class Engine:
 
     def _response(self, r: _Row) -> dict:
         text, steps = self._cut(r.steps, r.req.stop_sequences)
+        text = self.format.clean(text)  # the answer text; tokens stay what the model generated
         tokens = [self._token(s) for s in steps]
         if r.req.echo_prompt:
             text = r.req.prompt + text

@@ -6,6 +6,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from lec.serve.api import ProcessRequest
 from lec.serve.app import create_app
 
 
@@ -123,3 +124,21 @@ def test_malformed_json_and_overlong_prompt_are_4xx(client, engine):
     r = client.post("/decode", json={"tokens": [10**9]})
     assert r.status_code == 422 and "out of range" in r.json()["detail"]
     assert client.get("/health").json()["status"] == "ok"
+
+
+def test_prompt_format_wraps_and_cleans(engine):
+    from lec.serve.engine import Engine, PromptFormat
+
+    birbal = PromptFormat("### Input:\n{prompt}\n\n### Response:\n", if_blank_lines_below=2, cut_at="\n\n",
+                          strip_prefixes=("the answer is",))  # fmt: skip
+    assert birbal.wrap("Q: 2+2?") == "### Input:\nQ: 2+2?\n\n### Response:\n"
+    few_shot = "Q: a\nA: b\n\nQ: c\nA: d\n\nQ: e\nA:"
+    assert birbal.wrap(few_shot) == few_shot  # already has ≥ 2 blank lines: sent as is
+    assert birbal.clean(" The answer is 4\n\nQuestion: next") == " 4"
+    assert PromptFormat().wrap("x") == "x" and PromptFormat().clean("a\n\nb") == "a\n\nb"
+
+    wrapped = Engine(engine.model, engine.tokenizer, engine.context, prompt_format=birbal)
+    plain = ProcessRequest(prompt="### Input:\nQ: 2+2?\n\n### Response:\n", temperature=0, max_new_tokens=16)
+    want = birbal.clean(engine.process(plain)["text"])
+    got = wrapped.process(ProcessRequest(prompt="Q: 2+2?", temperature=0, max_new_tokens=16))
+    assert got["text"] == want and "\n\n" not in got["text"]
