@@ -284,6 +284,18 @@ def validate(cfg: LecConfig) -> LecConfig:
         raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
     if cfg.serve.prompt_template is not None and "{prompt}" not in cfg.serve.prompt_template:
         raise ConfigError("serve.prompt_template must contain '{prompt}' where HELM's prompt goes")
+    from lec.score import POOLS
+
+    if cfg.score.pool not in POOLS and not Path(cfg.score.pool).exists():
+        raise ConfigError(f"score.pool '{cfg.score.pool}' is neither a shipped pool ({', '.join(POOLS)}) nor a file")
+    if cfg.hardware.micro_batch_size < 1 or cfg.hardware.grad_accum < 1:
+        raise ConfigError("hardware.micro_batch_size and hardware.grad_accum must be ≥ 1")
+    if cfg.eval.num_threads < 1 or cfg.eval.max_eval_instances < 1 or cfg.eval.budget_min <= 0:
+        raise ConfigError("eval.num_threads and eval.max_eval_instances must be ≥ 1 and eval.budget_min > 0")
+    if any(s.weight < 0 or (s.take is not None and s.take < 0) for s in cfg.data.sources):
+        raise ConfigError("data source weight and take must be ≥ 0")
+    if cfg.data.seed >= 1000:
+        raise ConfigError("data.seed must be < 1000: source seeds data.seed×1000+i stay below the eval seeds (≥ 1e6)")
     if cfg.score.mode not in ("challenge", "helm"):
         raise ConfigError(f"score.mode must be one of challenge, helm; got '{cfg.score.mode}'")
     from lec.evaluate.suites import SuiteError, suite_entries

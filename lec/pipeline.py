@@ -100,8 +100,13 @@ def run(cfg: LecConfig, run_dir: Path, run_name: str, choices: Optional[Dict[str
             for label, scenarios in ev.metrics.items():
                 prefix = "" if label == "tuned" else f"{label}/"
                 metrics = score.challenge_metrics(scenarios)
-                ranked = score.score_against_pool(metrics, pool, cfg.score.mode, cfg.score.only_evaluated)
                 summary.challenge[label], summary.scores[label] = metrics, score.raw_score(metrics)
+                try:
+                    ranked = score.score_against_pool(metrics, pool, cfg.score.mode, cfg.score.only_evaluated)
+                except score.ScoreError as err:  # e.g. the eval budget ran out before any scored run finished
+                    log.warning("%s: not ranked against the pool: %s", label, err)
+                    mlflow.set_tag(f"lec.{label}.unranked", str(err))
+                    continue
                 summary.standing[label] = ranked
                 track.log_metrics({f"{prefix}challenge/{track.metric_name(k)}": v for k, v in metrics.items()})
                 track.log_metrics({f"{prefix}challenge/mean/{track.metric_name(k)}": v
@@ -113,7 +118,8 @@ def run(cfg: LecConfig, run_dir: Path, run_name: str, choices: Optional[Dict[str
                     "gap_open_minus_hidden": st.gap}.items()})  # fmt: skip
             mlflow.set_tags({"lec.score_pool": cfg.score.pool, "lec.score_mode": cfg.score.mode,
                              "lec.score_pool_size": str(len(pool)),
-                             "lec.score_scenarios": ",".join(summary.standing["tuned"].scenarios)})  # fmt: skip
+                             "lec.score_scenarios": ",".join(next(iter(summary.standing.values())).scenarios
+                                                             if summary.standing else [])})  # fmt: skip
 
         track.log_metrics({f"timing/{k}_s": v for k, v in t.items()})
         (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))

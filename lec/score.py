@@ -120,9 +120,10 @@ def parse_ranks(data) -> List[Entry]:
                 raise ScoreError(
                     f"entry '{name}': unknown metric '{label}'; known metrics: {', '.join(METRICS)}"
                 )
-            if value is not None and not isinstance(value, (int, float)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ScoreError(f"entry '{name}': metric '{label}' is {value!r}, not a number or null")
-        entries.append((name, dict(metrics)))
+        # NaN/inf compare false with everything; the organisers' files have none, lec treats them as missing
+        entries.append((name, {k: v if v is None or math.isfinite(v) else None for k, v in metrics.items()}))
     return entries
 
 
@@ -221,6 +222,8 @@ def score_entries(
                 st.scenario_win_rates[s.name] = mean(rates) if rates else None
         for st in standings:
             values = [st.scenario_win_rates[s.name] for s in stages[stage]]
+            if mode == "helm":  # HELM skips what it cannot compare; the challenge counts it as 0
+                values = [v for v in values if v is not None]
             if values:
                 score = geometric_mean([max(v if v is not None else 0.0, EPS) for v in values])
                 setattr(st, f"score_{stage}", score)

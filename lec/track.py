@@ -22,7 +22,7 @@ from lec.config import LecConfig
 
 log = logging.getLogger(__name__)
 MAX_PARAM = 6000  # MLflow's MAX_PARAM_VAL_LENGTH
-_BAD = re.compile(r"[^\w\-./ :]")
+_BAD = re.compile(r"[^\w\-. :]", re.ASCII)
 
 
 def outputs(cfg: LecConfig) -> Path:
@@ -85,7 +85,8 @@ def metric_name(*parts: str) -> str:
     clean = []
     for p in parts:
         p = _BAD.sub("", p.replace("@", "_").replace(" - ", "_").replace(" ", "_")).lower()
-        clean.append(re.sub(r"_+", "_", p).strip("_"))
+        p = re.sub(r"_+", "_", p).strip("_")
+        clean.append(p if p.strip(".") else "unnamed")
     return "/".join(clean)
 
 

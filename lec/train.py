@@ -39,14 +39,19 @@ class TrainResult:
 def encode(rows: List[Dict[str, str]], tokenizer, cfg: LecConfig) -> List[Dict[str, List[int]]]:
     """Token ids + labels per row; the prompt is masked when data.mask_prompt, EOS ends every response."""
     max_len = min(cfg.hardware.max_seq_len, cfg.model.max_seq_len)
-    out = []
+    out, too_long = [], 0
     for row in rows:
         prompt, response = render(cfg.data.template, row)
         p = tokenizer(prompt).input_ids
         r = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        if len(p) >= max_len - 1:  # nothing of the response would be left to learn from
+            too_long += 1
+            continue
         ids = (p + r)[:max_len]
         labels = ([IGNORE] * len(p) if cfg.data.mask_prompt else list(p)) + r
         out.append({"input_ids": ids, "labels": labels[:max_len]})
+    if too_long:
+        log.warning("%d rows dropped: their prompt alone fills max_seq_len=%d tokens", too_long, max_len)
     return out
 
 
@@ -83,6 +88,23 @@ class LossLog(TrainerCallback):
             self.on_metrics(metrics, state.global_step)
 
 
+def _load_kwargs(cfg: LecConfig) -> dict:
+    """Attention kernel, and on CUDA the 4-bit bitsandbytes config of QLoRA (validate() refuses QLoRA on CPU)."""
+    kwargs: dict = {"attn_implementation": cfg.hardware.attn_implementation}
+    q = cfg.adapter.quantization
+    if q is not None and cfg.hardware.device is Device.cuda:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=q.load_in_4bit,
+            bnb_4bit_quant_type=q.quant_type,
+            bnb_4bit_use_double_quant=q.double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
+        )
+        kwargs["device_map"] = {"": 0}
+    return kwargs
+
+
 def attach_adapter(model, cfg: LecConfig):
     if cfg.adapter.kind is AdapterKind.full:
         return model
@@ -112,7 +134,11 @@ def finetune(
     tokenizer = load_tokenizer(cfg.model, path=str(base_dir) if base_dir else None)
     rows = encode(read_jsonl(train_path), tokenizer, cfg)
 
-    model = load_model(cfg.model, path=str(base_dir) if base_dir else None)
+    model = load_model(cfg.model, path=str(base_dir) if base_dir else None, **_load_kwargs(cfg))
+    if cfg.adapter.quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, cfg.hardware.gradient_checkpointing)
     model = attach_adapter(model, cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 

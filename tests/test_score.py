@@ -103,7 +103,7 @@ def test_helm_mode_on_a_hand_computed_example():
     assert a.scenario_win_rates == {"GSM8K": 1.0, "BBQ": 0.0}
     assert b.scenario_win_rates == {"GSM8K": 0.25, "BBQ": 1.0}
     assert c.scenario_win_rates == {"GSM8K": 0.25, "BBQ": None}
-    assert c.score_open == pytest.approx(math.sqrt(0.25 * score.EPS))  # None scenario → 0 → eps
+    assert c.score_open == pytest.approx(0.25)  # HELM skips what it cannot compare (the challenge would count 0)
     assert b.score_open == pytest.approx(0.5) and b.rank == 1
 
 

@@ -14,6 +14,16 @@ ALPACA_HEADER_INPUT = (
 GUANACO_ASSISTANT = "### Assistant:"
 
 
+def serving_template(template: Template) -> "str | None":
+    """The wrapper the server puts around HELM's prompt so the model sees what it was trained on
+    ("{prompt}" marks where HELM's text goes); None for raw, which serves prompts unchanged."""
+    if template is Template.raw:
+        return None
+    if template is Template.guanaco:
+        return "### Human: {prompt}" + GUANACO_ASSISTANT
+    return render(template, {"instruction": "{prompt}", "input": "", "output": ""})[0]
+
+
 def render(template: Template, row: Dict[str, str]) -> Tuple[str, str]:
     """(prompt, response) for a normalised row {instruction, input, output} (or {text} for guanaco)."""
     if template is Template.raw:

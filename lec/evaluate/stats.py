@@ -40,8 +40,11 @@ def read_run(run_dir: Path) -> Optional[RunStats]:
     stats_path, spec_path = run_dir / "stats.json", run_dir / "run_spec.json"
     if not stats_path.exists() or not spec_path.exists():
         return None
-    spec = json.loads(spec_path.read_text())
-    stats = json.loads(stats_path.read_text())
+    try:
+        spec = json.loads(spec_path.read_text())
+        stats = json.loads(stats_path.read_text())
+    except json.JSONDecodeError:  # half-written when helm-run was stopped at the budget
+        return None
     splits = {s["name"].get("split") for s in stats}
     split = next((s for s in EVAL_SPLITS if s in splits), None)
     metrics = {}

@@ -25,7 +25,7 @@ class ProcessRequest(BaseModel):
     top_k: int = Field(200, ge=0)  # 0 = no top-k truncation
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     temperature: float = Field(0.8, ge=0.0)  # ≤ 1e-6 is greedy (HELM sends 1e-7 for temperature 0)
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=0, lt=2**63)
     echo_prompt: Optional[bool] = None
     top_k_per_token: int = Field(1, ge=1, le=100)
     stop_sequences: List[str] = Field(default_factory=list)

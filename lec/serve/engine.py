@@ -86,6 +86,9 @@ class Engine:
         self.max_new_tokens_limit = max_new_tokens_limit
         self.device = next(model.parameters()).device
         self._lock = threading.Lock()
+        # HF fast tokenizers keep truncation settings as shared state: calls with and without truncation from
+        # different threads would change each other's results, so every encode goes through this lock.
+        self._tok_lock = threading.Lock()
         self._special = set(tokenizer.all_special_ids)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         # Text of every single token, decoded once: the per-step top-k alternatives read it instead of decoding.
@@ -95,7 +98,9 @@ class Engine:
 
     def tokenize(self, text: str, truncation: bool = True, max_length: int = 2048) -> List[int]:
         # Truncation keeps the first max_length tokens (HELM's window service truncates from the right).
-        return self.tokenizer(text, truncation=truncation, max_length=max_length if truncation else None).input_ids
+        with self._tok_lock:
+            ids = self.tokenizer(text).input_ids
+        return ids[:max_length] if truncation else ids
 
     def decode(self, tokens: List[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -107,7 +112,9 @@ class Engine:
         # The wrapper applies to generation only: an echoed prompt is scored as HELM sent it.
         prompt = req.prompt if req.echo_prompt else self.format.wrap(req.prompt)
         prompt_ids = self.tokenize(prompt, truncation=False)
-        if len(prompt_ids) >= self.context:
+        if not prompt_ids:
+            raise RequestError("the prompt encodes to no tokens; send a non-empty prompt")
+        if len(prompt_ids) + (1 if req.max_new_tokens > 0 else 0) > self.context:
             raise RequestError(
                 f"prompt is {len(prompt_ids)} tokens; the model's context is {self.context} tokens "
                 "(truncate it, e.g. with /tokenize truncation=true max_length=…)"

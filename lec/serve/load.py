@@ -10,6 +10,7 @@ import torch
 
 from lec.config import Device, LecConfig
 from lec.models import load_model, load_tokenizer
+from lec.data.templates import serving_template
 from lec.serve.engine import Engine, PromptFormat
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,9 @@ def load_engine(cfg: LecConfig, base: Optional[str] = None, adapter: Optional[st
         log.info("merged LoRA adapter %s", adapter)
     if cuda:
         model = model.to("cuda")
-    fmt = PromptFormat(cfg.serve.prompt_template, cfg.serve.template_if_blank_lines_below, cfg.serve.cut_at,
+    # Serve with the template the model was trained with, unless the config names a serving template itself.
+    template = cfg.serve.prompt_template or serving_template(cfg.data.template)
+    fmt = PromptFormat(template, cfg.serve.template_if_blank_lines_below, cfg.serve.cut_at,
                        tuple(cfg.serve.strip_prefixes))  # fmt: skip
     return Engine(model, tokenizer, context=cfg.model.max_seq_len,
                   max_new_tokens_limit=cfg.serve.max_new_tokens_limit, prompt_format=fmt)  # fmt: skip

@@ -142,3 +142,29 @@ def test_prompt_format_wraps_and_cleans(engine):
     want = birbal.clean(engine.process(plain)["text"])
     got = wrapped.process(ProcessRequest(prompt="Q: 2+2?", temperature=0, max_new_tokens=16))
     assert got["text"] == want and "\n\n" not in got["text"]
+
+
+def test_concurrent_truncating_tokenize_does_not_leak_into_process(engine):
+    """HF fast tokenizers keep truncation as shared state; HELM tokenizes with truncation while other threads
+    process full prompts."""
+    import concurrent.futures as cf
+
+    text = "Q: There are 6 cookies on a table and 2 cookies in a box. How many cookies are there in all?"
+    full = engine.tokenize(text, truncation=False)
+
+    def work(i):
+        return engine.tokenize(text, True, 3) if i % 2 else engine.tokenize(text, truncation=False)
+
+    with cf.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(work, range(2000)))
+    assert all(r == (full[:3] if i % 2 else full) for i, r in enumerate(results))
+
+
+def test_serving_uses_the_training_template(default_cfg, tiny_dir):
+    from lec import config
+    from lec.serve.load import load_engine
+
+    cfg = config.compose(["data=dolly"])
+    eng = load_engine(cfg, base=str(tiny_dir))
+    assert eng.format.wrap("Say hi").endswith("### Instruction:\nSay hi\n\n### Response:\n")
+    assert load_engine(default_cfg, base=str(tiny_dir)).format.wrap("Say hi") == "Say hi"  # raw template
