@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from lec import config
+from lec import config, sweep
 
 config.register()
+sweep.register_resolvers()  # the launcher presets' time limits (conf/hydra/launcher/)
 log = logging.getLogger("lec")
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
-def main(dcfg: DictConfig) -> float:
-    cfg = config.load(dcfg)  # typed + cross-field checks, before anything heavy is imported
+def main(dcfg: DictConfig) -> Optional[float]:
+    """The task function; its return value is what a sweeper (Optuna) optimises."""
+    if HydraConfig.get().mode is RunMode.MULTIRUN:
+        return sweep.job(dcfg, run)  # a failing job is recorded (child FAILED) and returns None; the sweep goes on
+    return run(config.load(dcfg)).objective  # typed + cross-field checks, before anything heavy is imported
+
+
+def run(cfg: config.LecConfig):
     from pathlib import Path
 
     from lec import pipeline, report, track
@@ -27,7 +36,7 @@ def main(dcfg: DictConfig) -> float:
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
     summary = pipeline.run(cfg, Path(hc.runtime.output_dir), run_name, choices)
     report.print_summary(summary, track.tracking_uri(cfg))
-    return summary.objective
+    return summary
 
 
 def _validate_shown_config(argv: list[str]) -> None:

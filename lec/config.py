@@ -41,6 +41,18 @@ class Template(str, enum.Enum):
     raw = "raw"  # prompt as is: what HELM sends, so training and serving see the same text
     alpaca = "alpaca"  # "### Instruction:/### Input:/### Response:" (Alpaca; LitGPT generate_prompt)
     guanaco = "guanaco"  # rows already carry "### Human: … ### Assistant: …" text
+    plain = "plain"  # rows carry one `text`; all of it is trained on (Knovel: labels = input_ids, no prompt)
+    human_assistant = "human_assistant"  # LLaMA-Factory `default`: system line, "Human: …\nAssistant: " (Percent-BFD)
+
+
+class LengthAction(str, enum.Enum):
+    drop = "drop"  # Upaya, MSR: over-long rows are dropped
+    truncate = "truncate"  # Percent-BFD: cut to the limit (the response is cut, the prompt kept)
+
+
+class DedupKeep(str, enum.Enum):
+    first = "first"  # the first row in source order (Upaya combine_datasets.py, after its shuffle)
+    longest_output = "longest_output"  # the row with the longest output (Platypus merged_largest_keep.py)
 
 
 @dataclass
@@ -81,6 +93,21 @@ class TinyModelConfig:
 
 
 @dataclass
+class ModelShape:
+    """Architecture numbers the memory pre-flight needs before any weight is loaded (the model's config.json)."""
+
+    layout: str = "llama"  # llama (Llama/Mistral module names) | qwen (Qwen v1: c_attn, c_proj, w1, w2)
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008  # the MLP's hidden width (Qwen v1: config value // 2 per branch)
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
+    num_key_value_heads: int = 32
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # q/k/v carry a bias (Qwen)
+
+
+@dataclass
 class ModelConfig:
     """A base model: a hub id (+ revision), a local directory, or the in-process tiny model."""
 
@@ -100,6 +127,7 @@ class ModelConfig:
     lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     lr: Optional[float] = None  # per-model learning-rate override; null = the adapter recipe's lr
     warmup_ratio: Optional[float] = None  # per-model warmup override; null = the adapter recipe's
+    shape: Optional[ModelShape] = None  # for the memory pre-flight of hub models (tiny/local derive their own)
 
 
 @dataclass
@@ -114,12 +142,98 @@ class SourceConfig:
     local_path: Optional[str] = None  # jsonl | json | parquet | csv file; wins over hf_id
     generator: Optional[str] = None  # a lec synthetic generator (lec/data/synthetic.py GENERATORS)
     n: int = 0  # rows to generate (generator sources only)
-    fields: Dict[str, str] = field(default_factory=dict)  # {instruction|input|output: source column}
+    fields: Dict[str, str] = field(default_factory=dict)  # {instruction|input|output|text: spec}; spec = column,
+    # `col[i]` (a list element) or `join(col[a:b])` (list slice joined by blank lines)
+    threads: Optional[str] = None  # "oasst": rows are OASST1 messages; build one row per top-ranked thread
+    max_turns: Optional[int] = None  # threads only: keep threads of at most this many messages (Percent-BFD: 2)
     filter: Dict[str, Any] = field(default_factory=dict)  # {column_in: [...]} / {column_not_in: [...]}
     take: Optional[int] = None  # keep the first N rows after filtering
+    fraction: Optional[float] = None  # keep a seeded random fraction of the rows after filtering (0, 1]
     weight: float = 1.0  # relative share in the mixture (1.0 = as many rows as the source has)
     license: str = ""
     gated: bool = False
+
+
+@dataclass
+class LanguageFilterConfig:
+    """Keep rows whose text an offline detector (py3langid) assigns to one of `keep`."""
+
+    enabled: bool = True
+    keep: List[str] = field(default_factory=lambda: ["en"])  # challenge eval is English (WEB question.md)
+    min_chars: int = 30  # shorter texts are kept unchecked: a detector guesses on a few words
+    max_chars: int = 200  # classify the first N characters: enough for the language, bounded cost (~1 µs/byte)
+    min_confidence: float = 0.9  # drop only when the detector is this sure (math/code confuse it otherwise)
+
+
+@dataclass
+class LengthFilterConfig:
+    """Rows longer than the model's sequence length, counted in the model's own tokens."""
+
+    enabled: bool = True
+    max_tokens: Optional[int] = None  # null = min(hardware.max_seq_len, model.max_seq_len) (challenge: 2048)
+    action: LengthAction = LengthAction.drop
+
+
+@dataclass
+class ExactDedupConfig:
+    enabled: bool = True  # Upaya combine_datasets.py, Platypus merged_largest_keep.py
+    key: List[str] = field(default_factory=lambda: ["instruction", "input"])  # normalised (case, whitespace)
+    keep: DedupKeep = DedupKeep.longest_output
+
+
+@dataclass
+class NearDedupConfig:
+    """MinHash over word n-grams + LSH banding; pairs above `threshold` estimated Jaccard are duplicates."""
+
+    enabled: bool = True  # [lec] Platypus removed near-duplicates (by embeddings); MinHash needs no model
+    ngram: int = 5  # data-juicer window_size default
+    num_perm: int = 128  # distilabel MinHashDedup default
+    threshold: float = 0.7  # data-juicer jaccard_threshold default
+    bands: int = 32  # LSH: candidate if one of 32 bands of 4 values matches (P ≥ 0.99 from Jaccard 0.6 on);
+    # candidates are then kept only when their signatures agree on ≥ threshold
+    seed: int = 1
+
+
+@dataclass
+class LlmGeneratedConfig:
+    """Sources the challenge banned: "You can under no circumstance use datasets generated by ChatGPT" (WEB)."""
+
+    enabled: bool = True
+    hf_ids: List[str] = field(default_factory=lambda: [
+        "tatsu-lab/alpaca",  # text-davinci-003 outputs
+        "vicgalle/alpaca-gpt4",  # GPT-4 outputs
+        "jondurbin/airoboros-gpt4-1.4.1",  # lingjoor SOLUTION.md excluded it (GPT-4)
+        "Open-Orca/OpenOrca",  # GPT-3.5/GPT-4 completions
+        "anon8231489123/ShareGPT_Vicuna_unfiltered",  # ChatGPT conversations
+        "WizardLM/WizardLM_evol_instruct_70k",  # ChatGPT-evolved
+    ])  # fmt: skip
+    column_values: Dict[str, List[str]] = field(
+        default_factory=lambda: {"data_source": ["airoboros", "leetcode_ne"]}  # Open-Platypus GPT-4 subsets (lingjoor)
+    )
+
+
+@dataclass
+class DecontamConfig:
+    """Drop training rows sharing an n-gram with an instance of the chosen eval suite (GPT-3 App. C; lm-eval)."""
+
+    enabled: bool = True
+    ngram: int = 13  # lm-eval decontamination.md: "we just used 13"
+    min_tokens: int = 8  # eval instances shorter than `ngram` (but ≥ this) are matched as a whole
+    scenarios_dir: Optional[str] = None  # a HELM benchmark_output/scenarios dir holding the suite's files
+    # (from an earlier helm-run); null = the run's own dir; the smoke suite's files are generated
+
+
+@dataclass
+class CurationConfig:
+    """The curation steps between loading and mixing, each switchable (conf/data/*.yaml override per mixture)."""
+
+    llm_generated: LlmGeneratedConfig = field(default_factory=LlmGeneratedConfig)
+    language: LanguageFilterConfig = field(default_factory=LanguageFilterConfig)
+    length: LengthFilterConfig = field(default_factory=LengthFilterConfig)
+    exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
+    near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
+    decontam: DecontamConfig = field(default_factory=DecontamConfig)
+    examples_per_reason: int = 3  # dropped rows shown per reason in the curation report
 
 
 @dataclass
@@ -132,6 +246,9 @@ class DataConfig:
     val_fraction: float = 0.05
     mask_prompt: bool = True  # loss on the response only (Birbal: train_on_inputs false)
     seed: int = 0
+    resample_epochs: int = 1  # >1: train.jsonl holds this many passes, each with weights/fractions re-drawn
+    # (per-epoch resampling; train for 1 epoch over it)
+    curation: CurationConfig = field(default_factory=CurationConfig)
 
 
 @dataclass
@@ -174,6 +291,9 @@ class SyntheticEvalConfig:
     n_eval: int = 0  # instances per scenario (test split)
     n_fewshot: int = 5  # in-context pool (MMLU dev split, GSM train split)
     seed: int = 1_000_003  # disjoint from every training seed (those are < 1e6)
+    closed: List[str] = field(default_factory=list)  # closed-stage kinds to seed: sam_sum, corr2cause, ethics_*
+    n_closed: int = 20  # rows per closed-stage file (the plugin splits them into train/valid)
+    perturbation_assets: bool = True  # seed the files `data_augmentation=canonical` downloads (§5.2)
 
 
 @dataclass
@@ -199,6 +319,12 @@ class TrainConfig:
     epochs: Optional[float] = None
     logging_steps: int = 1
     enabled: bool = True
+    time_budget_s: Optional[float] = None  # wall-clock training budget; null = hardware.time_budget_h
+    save_every_steps: Optional[int] = None  # periodic checkpoints (Birbal: 64); the budget stop always saves one
+    save_total_limit: int = 2  # complete checkpoints kept (oldest deleted first)
+    resume_from: Optional[str] = None  # a checkpoints dir or one checkpoint; "auto" = this run's, if any
+    pack_len: Optional[int] = None  # tokens per packed row when hardware.packing; null = hardware.max_seq_len
+    preflight: bool = True  # refuse a run whose estimated peak memory exceeds the card (lec/preflight.py)
 
 
 @dataclass
@@ -234,6 +360,16 @@ class MlflowConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Multirun bookkeeping (lec/sweep.py): the objective a job returns and the parent run ranks by, resuming."""
+
+    objective: str = "challenge/score_full"  # an MLflow metric of the job's run; one-stage suites: Score_open/hidden
+    direction: str = "maximize"  # maximize | minimize (hparams_search passes it to Optuna)
+    resume: Optional[str] = None  # a sweep dir or parent run id: jobs whose child FINISHED with the same overrides are skipped
+    compare: bool = True  # at the end of a sweep, write lec.compare plots + HTML and log them to the parent run
+
+
+@dataclass
 class LecConfig:
     """One lec run: the five config groups plus run-level settings."""
 
@@ -246,6 +382,7 @@ class LecConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0
     outputs_dir: str = "outputs"
     run_name: Optional[str] = None  # null = the Hydra overrides ("default" when none)
@@ -290,14 +427,23 @@ def validate(cfg: LecConfig) -> LecConfig:
         raise ConfigError(f"score.pool '{cfg.score.pool}' is neither a shipped pool ({', '.join(POOLS)}) nor a file")
     if cfg.hardware.micro_batch_size < 1 or cfg.hardware.grad_accum < 1:
         raise ConfigError("hardware.micro_batch_size and hardware.grad_accum must be ≥ 1")
+    if cfg.hardware.memory_fraction_cap is not None and not 0 < cfg.hardware.memory_fraction_cap <= 1:
+        raise ConfigError(f"hardware.memory_fraction_cap must be in (0, 1], got {cfg.hardware.memory_fraction_cap}")
+    if (cfg.train.time_budget_s is not None and cfg.train.time_budget_s <= 0) or cfg.hardware.time_budget_h <= 0:
+        raise ConfigError("train.time_budget_s and hardware.time_budget_h must be > 0")
+    if cfg.train.pack_len is not None and cfg.train.pack_len < cfg.hardware.max_seq_len:
+        raise ConfigError(f"train.pack_len={cfg.train.pack_len} must be ≥ hardware.max_seq_len={cfg.hardware.max_seq_len}")
     if cfg.eval.num_threads < 1 or cfg.eval.max_eval_instances < 1 or cfg.eval.budget_min <= 0:
         raise ConfigError("eval.num_threads and eval.max_eval_instances must be ≥ 1 and eval.budget_min > 0")
     if any(s.weight < 0 or (s.take is not None and s.take < 0) for s in cfg.data.sources):
         raise ConfigError("data source weight and take must be ≥ 0")
+    _validate_data(cfg.data)
     if cfg.data.seed >= 1000:
         raise ConfigError("data.seed must be < 1000: source seeds data.seed×1000+i stay below the eval seeds (≥ 1e6)")
     if cfg.score.mode not in ("challenge", "helm"):
         raise ConfigError(f"score.mode must be one of challenge, helm; got '{cfg.score.mode}'")
+    if cfg.sweep.direction not in ("maximize", "minimize"):
+        raise ConfigError(f"sweep.direction must be one of maximize, minimize; got '{cfg.sweep.direction}'")
     from lec.evaluate.suites import SuiteError, suite_entries
 
     try:
@@ -315,6 +461,22 @@ def validate(cfg: LecConfig) -> LecConfig:
             f"{cfg.model.native_context}"
         )
     return cfg
+
+
+def _validate_data(data: DataConfig) -> None:
+    """Data-section checks (fractions, thread formats, curation knobs)."""
+    for src in data.sources:
+        if src.fraction is not None and not 0.0 < src.fraction <= 1.0:
+            raise ConfigError(f"data source '{src.name}': fraction must be in (0, 1], got {src.fraction}")
+        if src.threads not in (None, "oasst"):
+            raise ConfigError(f"data source '{src.name}': threads '{src.threads}' unknown; valid: oasst")
+    c = data.curation
+    if not 0.0 < c.near_dedup.threshold <= 1.0 or c.near_dedup.num_perm % c.near_dedup.bands:
+        raise ConfigError("data.curation.near_dedup: threshold must be in (0, 1] and num_perm a multiple of bands")
+    if c.near_dedup.ngram < 1 or c.decontam.ngram < 1 or not 1 <= c.decontam.min_tokens <= c.decontam.ngram:
+        raise ConfigError("data.curation: ngram sizes must be ≥ 1 and 1 ≤ decontam.min_tokens ≤ decontam.ngram")
+    if data.resample_epochs < 1:
+        raise ConfigError(f"data.resample_epochs must be ≥ 1, got {data.resample_epochs}")
 
 
 def load(cfg: DictConfig) -> LecConfig:

@@ -1,4 +1,7 @@
-"""One lec run, top to bottom: curate → finetune → evaluate (real HELM) → score → MLflow."""
+"""One lec run, top to bottom: curate → finetune → evaluate (real HELM) → score → MLflow.
+
+Each stage is a function in lec/stages.py that reads and writes the run dir; dvc.yaml runs the same functions one
+process per stage (`python -m lec.stages <stage>`)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import mlflow
 import yaml
 
 from lec import config as lec_config
-from lec import score, track
+from lec import score, stages, track
 from lec.config import LecConfig
 
 log = logging.getLogger(__name__)
@@ -51,11 +54,10 @@ def stage(name: str, timings: Dict[str, float]) -> Iterator[None]:
 
 
 def run(cfg: LecConfig, run_dir: Path, run_name: str, choices: Optional[Dict[str, str]] = None) -> RunSummary:
-    from lec.data.mixture import build_mixture
-    from lec.evaluate.run import evaluate
-    from lec.models import materialize_base
-    from lec.train import finetune
+    if cfg.train.enabled and cfg.train.preflight:
+        from lec.preflight import check
 
+        check(cfg)  # memory pre-flight before any heavy work: refuses a run that will not fit, naming the knobs
     run_dir.mkdir(parents=True, exist_ok=True)
     params = run_dir / "config.yaml"
     params.write_text(yaml.safe_dump(lec_config.to_container(cfg), sort_keys=False))
@@ -66,78 +68,23 @@ def run(cfg: LecConfig, run_dir: Path, run_name: str, choices: Optional[Dict[str
         track.log_config(cfg, choices)
 
         with stage("curate", t):
-            mixture = build_mixture(cfg.data, run_dir / "data")
-            report = mixture.report()
-            track.log_metrics({"curation/n_train": mixture.n_train, "curation/n_val": mixture.n_val})
-            for s in mixture.sources:
-                prefix = f"curation/{track.metric_name(s.name)}"
-                track.log_metrics({f"{prefix}/rows_in": s.rows_in, f"{prefix}/rows_out": s.rows_out,
-                                   f"{prefix}/bad": sum(s.bad.values()), f"{prefix}/filtered": s.filtered})  # fmt: skip
-            mlflow.log_dict(report, "curation/curation_report.json")
+            stages.curate(cfg, run_dir)  # → run_dir/data/{train,val}.jsonl + curation report, curation/… metrics
 
         with stage("finetune", t):
-            base_dir = materialize_base(cfg.model, Path(cfg.outputs_dir).resolve() / "cache")
-            result = finetune(cfg, mixture.train_path, base_dir, run_dir / "adapter", on_metrics=track.log_metrics)
-            summary.train = {"steps": result.steps, "loss": result.train_loss, "seconds": result.seconds,
-                             "tokens_per_s": result.tokens / max(result.seconds, 1e-9),
-                             "trainable_params": result.trainable_params}  # fmt: skip
-            track.log_metrics({f"train/final_{k}": v for k, v in summary.train.items()})
-            mlflow.log_artifacts(str(result.adapter_dir), "adapter")
+            summary.train = stages.finetune(cfg, run_dir)  # → run_dir/adapter, train/… metrics
 
         with stage("evaluate", t):
-            ev = evaluate(cfg, run_dir, params, result.adapter_dir, base_dir)
+            ev = stages.evaluate(cfg, run_dir)  # → run_dir/helm, helm/… metrics
             summary.eval_timed_out = ev.timed_out
-            mlflow.set_tags({"lec.eval_suite": ev.suite, "lec.eval_timed_out": str(ev.timed_out)})
-            for label, scenarios in ev.metrics.items():
-                prefix = "" if label == "tuned" else f"{label}/"
-                for scenario, metrics in scenarios.items():
-                    track.log_metrics({f"{prefix}helm/{track.metric_name(scenario, k)}": v for k, v in metrics.items()})
-            track.log_metrics({"eval/seconds": ev.seconds, "eval/runs_finished": ev.runs_finished})
-            _log_helm_artifacts(ev.helm_output, ev.suite)
 
         with stage("score", t):
-            pool = score.load_pool(cfg.score.pool)
-            for label, scenarios in ev.metrics.items():
-                prefix = "" if label == "tuned" else f"{label}/"
-                metrics = score.challenge_metrics(scenarios)
-                summary.challenge[label], summary.scores[label] = metrics, score.raw_score(metrics)
-                try:
-                    ranked = score.score_against_pool(metrics, pool, cfg.score.mode, cfg.score.only_evaluated)
-                except score.ScoreError as err:  # e.g. the eval budget ran out before any scored run finished
-                    log.warning("%s: not ranked against the pool: %s", label, err)
-                    mlflow.set_tag(f"lec.{label}.unranked", str(err))
-                    continue
-                summary.standing[label] = ranked
-                track.log_metrics({f"{prefix}challenge/{track.metric_name(k)}": v for k, v in metrics.items()})
-                track.log_metrics({f"{prefix}challenge/mean/{track.metric_name(k)}": v
-                                   for k, v in summary.scores[label].items()})  # fmt: skip
-                st = ranked.standing
-                track.log_metrics({f"{prefix}challenge/{k}": v for k, v in {
-                    "score_open": st.score_open, "score_hidden": st.score_hidden, "score_full": st.score_full,
-                    "rank": st.rank, "rank_open": st.rank_open, "rank_hidden": st.rank_hidden,
-                    "gap_open_minus_hidden": st.gap}.items()})  # fmt: skip
-            mlflow.set_tags({"lec.score_pool": cfg.score.pool, "lec.score_mode": cfg.score.mode,
-                             "lec.score_pool_size": str(len(pool)),
-                             "lec.score_scenarios": ",".join(next(iter(summary.standing.values())).scenarios
-                                                             if summary.standing else [])})  # fmt: skip
+            scored = stages.score(cfg, run_dir, ev.metrics)  # → challenge/… metrics
+            summary.challenge, summary.scores, summary.standing = scored.challenge, scored.scores, scored.standing
 
         track.log_metrics({f"timing/{k}_s": v for k, v in t.items()})
         (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
         mlflow.log_artifact(str(run_dir / "summary.json"))
     return summary
-
-
-def _log_helm_artifacts(helm_output: Path, suite: str) -> None:
-    """Per-run run_spec/stats/per_instance_stats plus the helm-run log; not HELM's whole output tree."""
-    runs = helm_output / "runs" / suite
-    for run_dir in sorted(runs.iterdir()) if runs.exists() else []:
-        if run_dir.is_dir() and (run_dir / "stats.json").exists():
-            name = track.metric_name(run_dir.name.replace(":", "_").replace(",", "_").replace("=", "-"))
-            for f in ("run_spec.json", "stats.json", "per_instance_stats.json"):
-                if (run_dir / f).exists():
-                    mlflow.log_artifact(str(run_dir / f), f"helm/{name}")
-    for f in helm_output.glob("helm-*.log"):
-        mlflow.log_artifact(str(f), "helm")
 
 
 def _version(dist: str) -> str:

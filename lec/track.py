@@ -48,9 +48,13 @@ def experiment_id(cfg: LecConfig) -> str:
 
 @contextlib.contextmanager
 def run(cfg: LecConfig, run_name: str, tags: Optional[Dict[str, str]] = None) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run that ends FINISHED, or FAILED with the error recorded when the body raises."""
+    """An MLflow run that ends FINISHED, or FAILED with the error recorded when the body raises. Inside a Hydra
+    multirun job it is a child of the sweep's parent run (lec/sweep.py: mlflow.parentRunId + lec.sweep.* tags)."""
+    from lec import sweep
+
     exp = experiment_id(cfg)
-    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags or {}) as active:
+    tags = {**sweep.child_tags(), **(tags or {})}
+    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags) as active:
         try:
             yield active
         except BaseException as err:

@@ -34,7 +34,11 @@ else
   "$VENV/bin/python" -m pip uninstall -y -q torchvision || true
 fi
 
+# Hydra's Optuna sweeper (hparams_search=…, lec/sweep.py): its last release 1.3.0 still pins optuna<3 (stack.md §1.5),
+# but runs on the optuna>=4 pyproject asks for (tests/test_sweep.py runs a search), so it goes in without its pins.
+pip --no-deps 'hydra-optuna-sweeper==1.3.0'
+
 # HELM's metrics import nltk, which tries to download punkt_tab at import time; lec ships what it needs offline
-# under outputs/ (see lec/evaluate/assets.py), so nothing is fetched here.
+# under outputs/cache (lec/evaluate/helm.py write_punkt_tab), so nothing is fetched here.
 "$VENV/bin/python" -c 'import torch, transformers, peft, hydra, mlflow, helm, fastapi; print("[lec setup] ok: torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)'
 echo "$key" > "$stamp"

@@ -61,11 +61,14 @@ def test_helm_metrics_and_challenge_score_are_logged(default_run):
                 "challenge/rank", "base/challenge/rank"):  # fmt: skip
         assert key in m, key
     assert m["challenge/mmlu_em"] == m["helm/mmlu/exact_match"]
-    assert "challenge/score_hidden" not in m  # the smoke suite has no closed-stage scenario
+    # the smoke suite has one entry per scenario kind of both stages, so both stage scores exist
+    assert {"challenge/score_open", "challenge/score_hidden", "challenge/score_full"} <= set(m)
+    for key in ("helm/sam_sum/rouge_2", "helm/corr2cause/exact_match", "helm/ethics_justice/exact_match_robustness"):
+        assert key in m, key
     assert 1 <= m["challenge/rank"] <= 9 and m["challenge/rank"] <= m["base/challenge/rank"]
-    assert run.data.tags["lec.score_scenarios"] == "MMLU,GSM8K"
+    assert run.data.tags["lec.score_scenarios"] == "MMLU,GSM8K,sam_sum,corr2cause,ethics"
     runs = list((tmp / "run" / "helm" / "runs" / "smoke").iterdir())
-    assert len([r for r in runs if (r / "stats.json").exists()]) == 4  # mmlu + gsm for tuned and base
+    assert len([r for r in runs if (r / "stats.json").exists()]) == 10  # 5 entries for tuned and base
     assert (tmp / "run" / "helm" / "runs" / "smoke" / "groups").is_dir()  # helm-summarize ran
     assert "mlflow ui --backend-store-uri" in out.stdout
 

@@ -1,7 +1,8 @@
 """Curate a data mixture: load each source, normalise rows to {instruction, input, output}, count bad rows,
 filter, weight, shuffle (seeded) and split into train/val JSONL plus a report.
 
-Curation filters (language, length in tokens, dedup, decontamination) plug in between normalise and mix.
+Curation filters (language, length in tokens, dedup, decontamination; lec.data.curate) run between normalise and
+mix; every row read is accounted for in the report (bad, filtered, LLM-generated, not taken, or dropped by a step).
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from lec import progress
 from lec.config import DataConfig, SourceConfig, Template
 from lec.data.synthetic import GENERATORS
 
 log = logging.getLogger(__name__)
 
 _INDEX = re.compile(r"^(?P<col>[^\[\]]+)\[(?P<i>-?\d+)\]$")
+_JOIN = re.compile(r"^join\((?P<col>[^\[\]]+)\[(?P<a>-?\d*):(?P<b>-?\d*)\]\)$")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+TEXT_TEMPLATES = (Template.guanaco, Template.plain)  # rows carry one `text` field
 
 
 class DataError(ValueError):
@@ -31,10 +35,15 @@ class DataError(ValueError):
 @dataclass
 class SourceReport:
     name: str
-    rows_in: int = 0
-    rows_out: int = 0
+    rows_in: int = 0  # rows read (threads built, for thread sources)
+    rows_out: int = 0  # rows in the final mixture (train + val, after weights)
     bad: Dict[str, int] = field(default_factory=dict)  # reason → count (missing field, empty, not text)
-    filtered: int = 0
+    filtered: int = 0  # dropped by the source's own row filters
+    llm_generated: int = 0  # dropped as LLM-generated (data.curation.llm_generated)
+    not_taken: int = 0  # left out by take / fraction
+    curated: int = 0  # rows left after the mixture-level curation steps
+    dropped: str = ""  # why the whole source was left out, if it was
+    messages: Optional[int] = None  # thread sources: message rows read
     bad_examples: List[Dict[str, Any]] = field(default_factory=list)
 
 
@@ -45,12 +54,16 @@ class Mixture:
     n_train: int
     n_val: int
     sources: List[SourceReport]
+    steps: List[Any] = field(default_factory=list)  # lec.data.curate.StepReport per curation step
+    decontam: Dict[str, Any] = field(default_factory=dict)
 
     def report(self) -> Dict[str, Any]:
         return {
             "n_train": self.n_train,
             "n_val": self.n_val,
             "sources": [vars(s) for s in self.sources],
+            "steps": [vars(s) for s in self.steps],
+            "decontam": self.decontam,
         }
 
 
@@ -69,6 +82,8 @@ def load_source(src: SourceConfig, seed: int) -> Iterable[Dict[str, Any]]:
             raise DataError(f"source '{src.name}': local_path {path} does not exist")
         if fmt is None:
             raise DataError(f"source '{src.name}': cannot read {path.suffix} files; valid: {sorted(LOCAL_FORMATS)}")
+        if path.suffix.lower() == ".jsonl":
+            return _jsonl_rows(path)  # line by line, so one broken line is a counted bad row, not a failed source
         return datasets.load_dataset(fmt, data_files=str(path), split="train")
     try:
         return datasets.load_dataset(src.hf_id, src.config_name, split=src.split, revision=src.revision)
@@ -80,8 +95,62 @@ def load_source(src: SourceConfig, seed: int) -> Iterable[Dict[str, Any]]:
         ) from err
 
 
+BAD = "__lec_bad__"  # key of a placeholder row for a line that could not be read
+
+
+def _jsonl_rows(path: Path) -> Iterable[Dict[str, Any]]:
+    with path.open("rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                yield {BAD: "undecodable line (not UTF-8)", "line": raw[:200].decode("utf-8", "replace")}
+                continue
+            except json.JSONDecodeError:
+                yield {BAD: "not valid JSON", "line": raw[:200].decode("utf-8", "replace")}
+                continue
+            yield row if isinstance(row, dict) else {BAD: "line is not a JSON object", "line": str(row)[:200]}
+
+
+def oasst_threads(messages: Iterable[Dict[str, Any]], max_turns: Optional[int] = None) -> List[Dict[str, Any]]:
+    """OASST1 message rows (message_id, parent_id, role, text, rank, lang, …) → one row per message tree: the path
+    from the root prompt that always follows the best-ranked reply (rank 0; the Guanaco recipe's "top-rated paths"),
+    cut to end on an assistant turn. A row has `conversations` (the turns), `lang`/`message_tree_id` of the root, and
+    `text` in the "### Human: … ### Assistant: …" layout of timdettmers/openassistant-guanaco."""
+    children: Dict[str, List[Dict[str, Any]]] = {}
+    roots = []
+    for m in messages:
+        if m.get("deleted"):
+            continue
+        if m.get("parent_id") is None:
+            roots.append(m)
+        else:
+            children.setdefault(m["parent_id"], []).append(m)
+    threads = []
+    for root in roots:
+        path = [root]
+        while children.get(path[-1]["message_id"]) and (max_turns is None or len(path) < max_turns):
+            replies = children[path[-1]["message_id"]]
+            path.append(min(replies, key=lambda m: (m.get("rank") is None, m.get("rank") or 0)))
+        while path and path[-1].get("role") != "assistant":
+            path.pop()
+        if not path:
+            continue
+        text = "".join(f"### {'Human' if m['role'] == 'prompter' else 'Assistant'}: {m['text']}" for m in path)
+        threads.append({"conversations": [m["text"] for m in path], "text": text, "lang": root.get("lang"),
+                        "message_tree_id": root.get("message_tree_id", root["message_id"])})  # fmt: skip
+    return threads
+
+
 def _get(row: Dict[str, Any], spec: str) -> Any:
-    """A column (`output`) or a list element (`conversations[1]`, negative indices allowed)."""
+    """A column (`output`), a list element (`conversations[1]`, negative indices allowed) or a joined slice
+    (`join(conversations[:-1])`, turns joined by blank lines)."""
+    m = _JOIN.match(spec)
+    if m:
+        items = row[m["col"]][slice(int(m["a"]) if m["a"] else None, int(m["b"]) if m["b"] else None)]
+        return "\n\n".join(items)
     m = _INDEX.match(spec)
     if not m:
         return row[spec]
@@ -90,7 +159,7 @@ def _get(row: Dict[str, Any], spec: str) -> Any:
 
 def normalise(row: Dict[str, Any], src: SourceConfig, template: Template) -> Tuple[Optional[Dict[str, str]], str]:
     """(row in lec's schema, "") or (None, reason it is bad)."""
-    wanted = ["text"] if template is Template.guanaco else ["instruction", "input", "output"]
+    wanted = ["text"] if template in TEXT_TEMPLATES else ["instruction", "input", "output"]
     mapping = {k: src.fields.get(k, k) for k in wanted}
     out: Dict[str, str] = {}
     for key, spec in mapping.items():
@@ -105,6 +174,8 @@ def normalise(row: Dict[str, Any], src: SourceConfig, template: Template) -> Tup
             value = ""
         if not isinstance(value, str):
             return None, f"{key} is not text"
+        if "\ufffd" in value:  # U+FFFD: bytes that did not decode
+            return None, f"{key} is not valid UTF-8"
         out[key] = value
     for key in ("text", "instruction", "output"):
         if key in out and not out[key].strip():
@@ -126,44 +197,95 @@ def keep(row: Dict[str, Any], rules: Dict[str, Any]) -> bool:
     return True
 
 
-def build_mixture(cfg: DataConfig, out_dir: Path) -> Mixture:
+def _llm_generated(row: Dict[str, Any], column_values: Dict[str, List[str]]) -> Optional[str]:
+    for col, values in column_values.items():
+        if row.get(col) in values:
+            return f"{col}={row.get(col)}"
+    return None
+
+
+def build_mixture(cfg: DataConfig, out_dir: Path, ctx: "Optional[Context]" = None) -> Mixture:
+    """Load → filter → normalise → take/fraction per source; curation steps over the pooled rows (lec.data.curate;
+    `ctx` brings the model tokenizer and the eval instances, without them those steps are skipped and say so);
+    seeded val split; weights (re-drawn per pass when resample_epochs > 1) → train/val JSONL + curation_report.json."""
+    from lec.data.curate import Context, run_steps
+
+    ctx = ctx or Context(cfg.template)
     rng = random.Random(cfg.seed)
+    banned = cfg.curation.llm_generated
     rows: List[Dict[str, str]] = []
     reports = []
     for i, src in enumerate(cfg.sources):
         report = SourceReport(src.name)
+        reports.append(report)
+        if banned.enabled and src.hf_id in banned.hf_ids:
+            report.dropped = f"LLM-generated source {src.hf_id} (challenge rules; data.curation.llm_generated)"
+            log.warning("source %s dropped: %s", src.name, report.dropped)
+            continue
+        raw_rows = load_source(src, seed=cfg.seed * 1000 + i)  # per-source seed stream; < 1e6 (eval uses more)
+        if src.threads == "oasst":
+            raw_rows = list(raw_rows)
+            report.messages = len(raw_rows)
+            raw_rows = oasst_threads(raw_rows, src.max_turns)
         kept: List[Dict[str, str]] = []
         bad = Counter()
-        for raw in load_source(src, seed=cfg.seed * 1000 + i):  # per-source seed stream; < 1e6 (eval uses more)
+        for raw in progress.iterate(raw_rows, f"curate {src.name}"):  # periodic log lines in sweeps / logs
             report.rows_in += 1
+            if BAD in raw:
+                bad[raw[BAD]] += 1
+                if len(report.bad_examples) < cfg.curation.examples_per_reason * 2:
+                    report.bad_examples.append({"reason": raw[BAD], "row": {"line": raw["line"]}})
+                continue
+            if banned.enabled and _llm_generated(raw, banned.column_values):
+                report.llm_generated += 1
+                continue
             if src.filter and not keep(raw, src.filter):
                 report.filtered += 1
                 continue
             row, reason = normalise(raw, src, cfg.template)
             if row is None:
                 bad[reason] += 1
-                if len(report.bad_examples) < 3:
+                if len(report.bad_examples) < cfg.curation.examples_per_reason * 2:
                     report.bad_examples.append({"reason": reason, "row": {k: str(v)[:200] for k, v in raw.items()}})
                 continue
             kept.append(row)
+        n_ok = len(kept)
+        if src.fraction is not None:
+            kept = [kept[j] for j in sorted(rng.sample(range(len(kept)), round(len(kept) * src.fraction)))]
         if src.take is not None:
             kept = kept[: src.take]
-        kept = _weighted(kept, src.weight, rng)
-        report.bad, report.rows_out = dict(bad), len(kept)
+        report.not_taken, report.bad = n_ok - len(kept), dict(bad)
         if bad:
             log.warning("source %s: %d bad rows dropped (%s)", src.name, sum(bad.values()), dict(bad))
         rows += [dict(r, source=src.name) for r in kept]
-        reports.append(report)
+    rows, steps = run_steps(rows, cfg.curation, ctx)
     if not rows:
         raise DataError(f"data '{cfg.name}': no usable rows (see the per-source report: {[vars(r) for r in reports]})")
+    by_name = {r.name: r for r in reports}
+    for r in rows:
+        by_name[r["source"]].curated += 1
+    # validation rows come from the curated pool before weighting, so no copy of a val row is trained on
     rng.shuffle(rows)
     n_val = int(len(rows) * cfg.val_fraction)
+    val, pool = rows[:n_val], rows[n_val:]
+    weight = {s.name: s.weight for s in cfg.sources}
+    train: List[Dict[str, str]] = []
+    for _ in range(cfg.resample_epochs):  # one pass per epoch, each with its own draw of the fractional weights
+        epoch: List[Dict[str, str]] = []
+        for name in by_name:
+            epoch += _weighted([r for r in pool if r["source"] == name], weight[name], rng)
+        rng.shuffle(epoch)
+        train += epoch
+    for r in val + train[: len(train) // cfg.resample_epochs]:
+        by_name[r["source"]].rows_out += 1
     out_dir.mkdir(parents=True, exist_ok=True)
     train_path, val_path = out_dir / "train.jsonl", out_dir / "val.jsonl"
-    _write_jsonl(train_path, rows[n_val:])
-    _write_jsonl(val_path, rows[:n_val])
-    mixture = Mixture(train_path, val_path, len(rows) - n_val, n_val, reports)
-    (out_dir / "curation_report.json").write_text(json.dumps(mixture.report(), indent=2))
+    _write_jsonl(train_path, train)
+    _write_jsonl(val_path, val)
+    inst = ctx.eval_instances
+    mixture = Mixture(train_path, val_path, len(train), n_val, reports, steps,
+                      inst.summary() if inst is not None else {"available": False, "note": "no eval instances given"})  # fmt: skip
+    (out_dir / "curation_report.json").write_text(json.dumps(mixture.report(), indent=2, ensure_ascii=False))
     return mixture
 
 

@@ -12,12 +12,17 @@ ALPACA_HEADER_INPUT = (
     "Write a response that appropriately completes the request."
 )
 GUANACO_ASSISTANT = "### Assistant:"
+# LLaMA-Factory's `default` template, which Percent-BFD (A100 #1) trained with (winners_data.md §3.2)
+LLAMA_FACTORY_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
 
 
 def serving_template(template: Template) -> "str | None":
     """The wrapper the server puts around HELM's prompt so the model sees what it was trained on
     ("{prompt}" marks where HELM's text goes); None for raw, which serves prompts unchanged."""
-    if template is Template.raw:
+    if template in (Template.raw, Template.plain):
         return None
     if template is Template.guanaco:
         return "### Human: {prompt}" + GUANACO_ASSISTANT
@@ -46,4 +51,9 @@ def render(template: Template, row: Dict[str, str]) -> Tuple[str, str]:
             raise ValueError("guanaco row has no '### Assistant:' turn")
         cut += len(GUANACO_ASSISTANT)
         return text[:cut], text[cut:]
+    if template is Template.plain:
+        return "", row["text"]  # no prompt: every token is trained on (Knovel's packed text)
+    if template is Template.human_assistant:
+        query = row["instruction"] + (f"\n{row['input']}" if row.get("input") else "")
+        return f"{LLAMA_FACTORY_SYSTEM}\nHuman: {query}\nAssistant: ", row["output"]
     raise ValueError(f"unknown template {template}")

@@ -19,8 +19,11 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from lec import progress
+
 log = logging.getLogger(__name__)
 ORG = "lec"  # HELM model names are lec/<label>, e.g. lec/tuned, lec/base
+PLUGIN = "lec.evaluate.helm_plugin"  # the closed-stage scenarios; also a `helm` entry point for users' own helm-run
 
 
 @dataclass
@@ -97,11 +100,32 @@ def write_conf(path: Path, entries: List[str], models: List[ServedModel]) -> Lis
     return filled
 
 
+# Common English abbreviations that end in "." without ending a sentence (lower-case, no final dot: Punkt's format).
+PUNKT_ABBREVIATIONS = ("mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "inc", "ltd",
+                       "co", "corp", "u.s", "u.k", "no", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep",
+                       "sept", "oct", "nov", "dec", "a.m", "p.m")  # fmt: skip
+
+
+def write_punkt_tab(nltk_dir: Path) -> Path:
+    """An English Punkt model in nltk's `punkt_tab` layout, written offline (nltk.download needs the network).
+
+    HELM's metrics import nltk, which looks for `punkt_tab` at import; the bias metrics and BLEU really tokenize
+    with it (`word_tokenize`). Punkt with no learned statistics splits sentences at . ! ? and keeps the listed
+    abbreviations whole; nltk's downloaded model also learned collocations and sentence starters, so sentence
+    boundaries can differ on rare abbreviations — word tokens, which is what HELM's metrics count, do not.
+    """
+    d = nltk_dir / "tokenizers" / "punkt_tab" / "english"
+    d.mkdir(parents=True, exist_ok=True)
+    for name in ("collocations.tab", "sent_starters.txt", "ortho_context.tab"):
+        (d / name).touch()
+    (d / "abbrev_types.txt").write_text("\n".join(PUNKT_ABBREVIATIONS) + "\n")
+    return d
+
+
 def helm_env(cache_dir: Path) -> Dict[str, str]:
-    """Environment for HELM's CLIs: offline NLTK data dir (HELM's metrics import nltk, which otherwise tries to
-    download `punkt_tab` at import), no tokenizer thread oversubscription."""
+    """Environment for HELM's CLIs: an offline NLTK data dir with punkt_tab, no tokenizer thread oversubscription."""
     nltk_dir = cache_dir / "nltk_data"
-    (nltk_dir / "tokenizers" / "punkt_tab" / "english").mkdir(parents=True, exist_ok=True)
+    write_punkt_tab(nltk_dir)
     env = dict(os.environ)
     env.update({"NLTK_DATA": str(nltk_dir), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"})
     return env
@@ -133,6 +157,7 @@ def helm_run(
         "--output-path", str(output_path),
         "--local-path", str(prod_env),
         "--disable-cache",
+        "--plugins", PLUGIN,
     ]  # fmt: skip
     log_path = output_path / f"helm-run-{suite}.log"
     output_path.mkdir(parents=True, exist_ok=True)
@@ -141,7 +166,8 @@ def helm_run(
     with log_path.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=helm_env(cache_dir))
         try:
-            rc = proc.wait(timeout=budget_s)
+            rc = progress.wait(proc, budget_s, f"helm-run {suite}",  # periodic "N runs finished" log lines
+                               lambda: f"{len(list((output_path / 'runs' / suite).glob('*/stats.json')))} runs finished")
         except subprocess.TimeoutExpired:
             timed_out = True
             proc.terminate()

@@ -1,40 +1,79 @@
-"""A test server that answers lec's synthetic smoke items by computing them (oracle) or answers every one wrong.
+"""A test server that answers lec's smoke items right (oracle) or wrong, by looking them up in the seeded files.
 
-    python tests/evaluate/oracle_server.py --mode oracle|wrong --port N
+    python tests/evaluate/oracle_server.py --mode oracle|wrong --port N --data <helm output dir>
 
 It speaks the challenge API (/process, /tokenize, /decode) with a character tokenizer, so real `helm-run` can
-evaluate it: an oracle must score EM = 1.0 and a wrong server 0.0, or lec's HELM wiring is broken.
+evaluate it. It finds the item a prompt asks about by the closest seeded text (HELM's canonical perturbations
+lower-case, misspell and rewrite the text, so an exact match would miss), then answers with the file's label: an
+oracle must score 1.0 on every scenario and a wrong server 0.0, or lec's HELM wiring is broken.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import difflib
+import json
 import re
+from pathlib import Path
+from typing import Dict, Tuple
 
 import uvicorn
 from fastapi import FastAPI
 
-RANKS = {"second smallest": 1, "second largest": 2, "smallest": 0, "largest": 3}
+from lec.evaluate.helm_plugin import SAMSUM, SOURCES
+
+# kind → (the input prefix that starts an item in HELM's prompt, {item text: answer})
+Table = Dict[str, Tuple[str, Dict[str, str]]]
 
 
-def answer_mc(prompt: str, wrong: bool) -> str:
-    last = prompt.rsplit("Question: ", 1)[-1]
-    question, *lines = last.split("\n")
-    options = [int(line[3:]) for line in lines if re.match(r"^[ABCD]\. ", line)]
-    rank = next(RANKS[r] for r in RANKS if f"the {r}" in question)  # "second …" is matched before "smallest"
-    index = sorted(range(4), key=lambda i: options[i])[rank]
-    return " " + "ABCD"[(index + 1) % 4 if wrong else index]
+def load_answers(helm_output: Path) -> Table:
+    scenarios = helm_output / "scenarios"
+    mmlu = {}
+    for path in (scenarios / "mmlu" / "data").glob("*/*.csv"):
+        for q, *options, letter in csv.reader(path.open()):
+            mmlu[q] = letter
+    gsm = {}
+    for path in (scenarios / "gsm").glob("gsm_data_*"):
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            gsm[row["question"]] = row["answer"].rsplit("#### ", 1)[-1].strip()
+    table: Table = {"mmlu": ("Question: ", mmlu), "gsm": ("Q: ", gsm)}
+    for kind, source in SOURCES.items():
+        path = scenarios / kind / "data" / source.file
+        if path.exists():
+            rows = csv.DictReader(path.open(newline=""), delimiter=source.delimiter)
+            items = {text: "AB"[correct] for text, _, correct in map(source.to_example, rows)}
+            table.setdefault("scenario", ("Scenario\n", {}))[1].update(items)
+    path = scenarios / "sam_sum" / "data" / SAMSUM.file
+    if path.exists():
+        rows = csv.DictReader(path.open(newline=""), delimiter="\t")
+        table["sam_sum"] = ("Article: ", {r["dialogue"]: r["summary"] for r in rows})
+    return table
 
 
-def answer_gsm(prompt: str, wrong: bool) -> str:
-    question = prompt.rsplit("Q: ", 1)[-1].split("\n")[0]
-    a, b = (int(x) for x in re.findall(r"\d+", question)[:2])
-    c = a - b if "gave" in question else a + b
-    return f" The answer is {c + 1 if wrong else c}."
+def lookup(table: Table, prompt: str) -> Tuple[str, str]:
+    """(kind, answer) of the last item in the prompt (the one being asked; earlier ones are few-shot examples)."""
+    kind = max(table, key=lambda k: prompt.rfind(table[k][0]))
+    prefix, answers = table[kind]
+    asked = prompt[prompt.rfind(prefix) + len(prefix):]
+    asked = re.split(r"\n(?:[A-E]\. |Answer:|A:|Summarize the above)", asked)[0].strip()
+    best = max(answers, key=lambda t: difflib.SequenceMatcher(None, t.lower(), asked.lower()).ratio())
+    return kind, answers[best]
 
 
-def create(mode: str) -> FastAPI:
+def respond(kind: str, answer: str, wrong: bool) -> str:
+    if kind in ("mmlu", "scenario"):
+        letters = "ABCD" if kind == "mmlu" else "AB"
+        return " " + (letters[(letters.index(answer) + 1) % len(letters)] if wrong else answer)
+    if kind == "gsm":
+        return f" The answer is {int(answer) + 1 if wrong else answer}."
+    return " Nothing happened." if wrong else " " + answer
+
+
+def create(mode: str, data: Path) -> FastAPI:
     app = FastAPI()
+    table = load_answers(data)
 
     @app.get("/health")
     def health():
@@ -42,8 +81,7 @@ def create(mode: str) -> FastAPI:
 
     @app.post("/process")
     def process(body: dict):
-        prompt, wrong = body["prompt"], mode == "wrong"
-        text = answer_mc(prompt, wrong) if "Question: " in prompt else answer_gsm(prompt, wrong)
+        text = respond(*lookup(table, body["prompt"]), wrong=mode == "wrong")
         tokens = [{"text": ch, "logprob": 0.0, "top_logprob": {ch: 0.0}} for ch in text]
         return {"text": text, "tokens": tokens, "logprob": 0.0, "request_time": 0.0}
 
@@ -65,5 +103,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=("oracle", "wrong"), required=True)
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--data", type=Path, required=True, help="the HELM output dir the smoke files were seeded in")
     args = ap.parse_args()
-    uvicorn.run(create(args.mode), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(create(args.mode, args.data), host="127.0.0.1", port=args.port, log_level="warning")

@@ -31,20 +31,32 @@ def test_oracle_scores_one_and_wrong_scores_zero(default_cfg, tmp_path):
             log = tmp_path / f"{mode}.log"
             with log.open("w") as f:
                 proc = subprocess.Popen([sys.executable, str(HERE / "oracle_server.py"), "--mode", mode, "--port",
-                                         str(port)], stdout=f, stderr=subprocess.STDOUT,
+                                         str(port), "--data", str(out)], stdout=f, stderr=subprocess.STDOUT,
                                         start_new_session=True)  # fmt: skip
             procs.append(proc)
             wait_ready(f"http://127.0.0.1:{port}", proc, log, 60)
             served.append(helm.ServedModel(mode, f"http://127.0.0.1:{port}", 100_000, "<eos>", "<bos>"))
         helm.write_prod_env(out / "prod_env", served)
         helm.write_conf(out / "entries.conf", default_cfg.eval.entries, served)
-        run = helm.helm_run(out / "entries.conf", out, out / "prod_env", "oracle", 40, 4, 300, tmp_path / "cache")
+        run = helm.helm_run(out / "entries.conf", out, out / "prod_env", "oracle", 40, 4, 600, tmp_path / "cache")
     finally:
         for p in procs:
             stop(p)
     assert run.returncode == 0, helm.log_tail(run.log_path)
     metrics = scenario_metrics(read_suite(out, "oracle"))
     oracle, wrong = challenge_metrics(metrics["lec/oracle"]), challenge_metrics(metrics["lec/wrong"])
-    assert oracle == {"MMLU - EM": 1.0, "MMLU - EM (Robustness)": 1.0, "MMLU - EM (Fairness)": 1.0, "GSM8K - EM": 1.0}
-    assert wrong == {"MMLU - EM": 0.0, "MMLU - EM (Robustness)": 0.0, "MMLU - EM (Fairness)": 0.0, "GSM8K - EM": 0.0}
+    quality = {k for k in oracle if not k.startswith(("sam_sum - Stereotypes", "sam_sum - Representation"))}
+    assert quality == {
+        "MMLU - EM", "MMLU - EM (Robustness)", "MMLU - EM (Fairness)", "GSM8K - EM", "sam_sum - ROUGE-2",
+        "corr2cause - EM", "ethics_justice - EM", "ethics_justice - EM (Robustness)", "ethics_justice - EM (Fairness)",
+    }  # fmt: skip
+    assert {k: oracle[k] for k in quality} == {k: 1.0 for k in quality}
+    assert {k: wrong[k] for k in quality} == {k: 0.0 for k in quality}
+    # the challenge's lower-is-better sam_sum bias metrics are computed (stock HELM 0.5.x would drop them)
+    bias = {k for k in oracle} - quality
+    assert {"sam_sum - Representation (race)", "sam_sum - Representation (gender)",
+            "sam_sum - Stereotypes (gender)"} <= bias  # fmt: skip
+    assert all(0.0 <= oracle[k] <= 1.0 for k in bias)
     assert metrics["lec/oracle"]["mmlu"]["num_instances"] == default_cfg.eval.synthetic.n_eval
+    # canonical perturbations really ran: robustness/fairness variants exist next to the plain EM
+    assert "exact_match@robustness" in metrics["lec/oracle"]["ethics_justice"]

@@ -1,0 +1,297 @@
+"""Compare runs as pictures: `python -m lec.compare <sweep dir | parent run id>` or `--runs ID ID …`.
+
+Writes into `--out` (default `<sweep dir>/compare`, or `outputs/compare/<first run id>`):
+- `objective.png`: the objective against each swept hyperparameter (one panel each; the best job starred),
+- `scenarios.png`: per-scenario HELM scores (the challenge's per-scenario means) of each run side by side,
+- `loss.png`: the training-loss curves overlaid,
+- `index.html`: a table of the runs (status, objective, swept values, errors) with the three plots,
+and logs them to the sweep's parent run under `compare/` (or to `--log-to RUN_ID`). A sweep calls this by itself at
+its end (`sweep.compare=true`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from lec.config import SweepConfig
+
+NOT_SWEPT = ("run_name", "outputs_dir", "mlflow.", "sweep.")  # params that say where a run went, not what it is
+MAX_BARS = 12  # runs shown in the scenario plot (the best ones)
+_SPLIT = re.compile(r",(?=[\w./+~-]+=)")  # override_dirname "a=1,b=[x,y]" → ["a=1", "b=[x,y]"]
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def latest_children(client, experiment_id: str, parent_id: str) -> List[Any]:
+    """The parent's children, one per override string: the latest attempt (a resumed sweep may retry a job)."""
+    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000,
+                              order_by=["attributes.start_time ASC"])  # fmt: skip
+    latest: Dict[str, Any] = {}
+    for r in runs:
+        latest[r.data.tags.get("lec.sweep.overrides", r.info.run_id)] = r
+    return sorted(latest.values(), key=lambda r: int(r.data.tags.get("lec.sweep.job", 0)))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display in sweeps, on clusters or in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def label(run, keys: Sequence[str] = ()) -> str:
+    """A run's name in legends: its values of the swept keys (`r=8 data=lima`), else its overrides / name."""
+    if keys:
+        return " ".join(f"{k.removeprefix('choice.').split('.')[-1]}={run.data.params.get(k, '?')}" for k in keys)
+    return run.data.tags.get("lec.sweep.overrides") or run.info.run_name or run.info.run_id[:8]
+
+
+def swept_keys(runs: Sequence[Any]) -> List[str]:
+    """The hyperparameters that differ between the runs, as param names (a group choice `data=x` → `choice.data`)."""
+    keys: List[str] = []
+    for r in runs:
+        for part in _SPLIT.split(r.data.tags.get("lec.sweep.overrides", "")):
+            if "=" in part:
+                k = part.split("=", 1)[0].lstrip("+~")
+                k = k if "." in k else f"choice.{k}"
+                if k not in keys and not k.startswith(NOT_SWEPT):
+                    keys.append(k)
+    if not keys:  # runs that are not from one sweep: every param whose value differs, groups before their fields
+        params = [r.data.params for r in runs]
+        differ = sorted(k for k in set().union(*params) if len({p.get(k) for p in params}) > 1)
+        groups = {k.split(".", 1)[1] for k in differ if k.startswith("choice.")}
+        keys = [k for k in differ if not k.startswith(NOT_SWEPT) and k.split(".", 1)[0] not in groups]
+    return [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1 or len(runs) == 1][:8]
+
+
+def _numbers(values: Sequence[Optional[str]]) -> Optional[List[float]]:
+    try:
+        return [float(v) for v in values]  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def plot_objective(runs: Sequence[Any], keys: List[str], objective: SweepConfig, path: Path) -> Optional[Path]:
+    from lec.sweep import objective_of
+
+    plt = _pyplot()
+
+    if not keys:
+        return None
+    ys = [objective_of(r.data.metrics, objective) for r in runs]
+    ok = [i for i, y in enumerate(ys) if math.isfinite(y)]
+    sign = 1 if objective.direction == "maximize" else -1
+    best = max(ok, key=lambda i: sign * ys[i]) if ok else None
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False, sharey=True)
+    for ax, key in zip(axes[0], keys):
+        raw = [r.data.params.get(key) for r in runs]
+        nums = _numbers(raw)
+        if nums is not None:
+            xs = nums
+            if min(nums) > 0 and max(nums) / min(nums) >= 10:
+                ax.set_xscale("log")
+        else:
+            cats = list(dict.fromkeys(str(v) for v in raw))
+            xs = [cats.index(str(v)) for v in raw]
+            ax.set_xticks(range(len(cats)), cats, rotation=20, ha="right")
+            ax.set_xlim(-0.5, len(cats) - 0.5)
+        ax.scatter([xs[i] for i in ok], [ys[i] for i in ok], s=50, color="tab:blue", zorder=3, label="job")
+        if best is not None:
+            ax.scatter([xs[best]], [ys[best]], s=220, marker="*", color="tab:orange", zorder=4, label="best")
+        failed = [i for i in range(len(runs)) if i not in ok]
+        if failed:
+            ax.scatter([xs[i] for i in failed], [0.0] * len(failed), marker="x", s=60, color="tab:red", zorder=3,
+                       label="failed (at 0)")  # fmt: skip
+        ax.set_xlabel(key)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(objective.objective)
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle(f"{objective.objective} ({objective.direction}) vs swept hyperparameters, {len(runs)} runs",
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def scenario_scores(run) -> Dict[str, float]:
+    """The challenge's per-scenario means (`challenge/mean/<scenario>`); without them, the run's HELM metrics."""
+    m = run.data.metrics
+    out = {k.split("/", 2)[2]: v for k, v in m.items() if k.startswith("challenge/mean/") and k != "challenge/mean/raw_score"}
+    return out or {k.removeprefix("helm/"): v for k, v in m.items() if k.startswith("helm/")}
+
+
+def plot_scenarios(runs: Sequence[Any], keys: List[str], objective: SweepConfig, path: Path) -> Optional[Path]:
+    from lec.sweep import objective_of
+
+    plt = _pyplot()
+
+    scored = [r for r in runs if scenario_scores(r)]
+    if not scored:
+        return None
+    sign = -1 if objective.direction == "maximize" else 1
+    scored.sort(key=lambda r: sign * objective_of(r.data.metrics, objective) if math.isfinite(
+        objective_of(r.data.metrics, objective)) else math.inf)  # fmt: skip
+    scored = scored[:MAX_BARS]
+    scenarios = sorted(set().union(*(scenario_scores(r) for r in scored)))
+    width = 0.8 / len(scored)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(scenarios) * max(1, len(scored) / 3)), 4.2))
+    cmap = plt.get_cmap("tab10" if len(scored) <= 10 else "tab20")
+    for j, r in enumerate(scored):
+        s = scenario_scores(r)
+        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(scenarios))]
+        ax.bar(xs, [s.get(sc, 0.0) for sc in scenarios], width, label=label(r, keys)[:60], color=cmap(j % cmap.N))
+    ax.set_xticks(range(len(scenarios)), scenarios, rotation=20 if len(scenarios) > 4 else 0, ha="right")
+    ax.set_ylabel("mean of the scenario's challenge metrics")
+    ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))
+    ax.set_title(f"per-scenario HELM scores, {len(scored)} runs (best first)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_loss(client, runs: Sequence[Any], keys: List[str], path: Path) -> Optional[Path]:
+    plt = _pyplot()
+
+    curves = []
+    for r in runs:
+        hist = sorted(client.get_metric_history(r.info.run_id, "train/loss"), key=lambda h: h.step)
+        if hist:
+            curves.append((label(r, keys), [h.step for h in hist], [h.value for h in hist]))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for name, steps, values in curves:
+        k = max(1, len(values) // 50)  # a moving average over ~2% of the run keeps the curves readable
+        smooth = [sum(values[max(0, i - k + 1): i + 1]) / len(values[max(0, i - k + 1): i + 1]) for i in range(len(values))]
+        ax.plot(steps, smooth, label=name[:60], linewidth=1.4)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("train/loss" + (" (moving average)" if any(len(c[2]) >= 100 for c in curves) else ""))
+    ax.set_yscale("log")
+    ax.set_title(f"training loss, {len(curves)} runs", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_html(out: Path, title: str, runs: Sequence[Any], keys: List[str], objective: SweepConfig,
+               plots: List[Path], note: str = "") -> Path:  # fmt: skip
+    from lec.sweep import objective_of
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "status", objective.objective, *keys, "error"])
+    rows = []
+    for r in runs:
+        obj = objective_of(r.data.metrics, objective)
+        cells = [label(r), r.info.status, f"{obj:.4f}" if math.isfinite(obj) else "—",
+                 *[r.data.params.get(k, "") for k in keys], r.data.tags.get("lec.error", "")[:200]]  # fmt: skip
+        cls = "" if r.info.status == "FINISHED" else ' class="failed"'
+        rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+                    + f"<td><code>{r.info.run_id}</code></td></tr>")  # fmt: skip
+    imgs = "".join(f'<h2>{p.stem}</h2><img src="{p.name}" alt="{p.stem}">' for p in plots)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
+body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px}}
+tr.failed td{{background:#fdd}} img{{max-width:100%;border:1px solid #eee}}</style></head><body>
+<h1>{html.escape(title)}</h1><p>{html.escape(note)}</p>
+<table><tr>{head}<th>run id</th></tr>{''.join(rows)}</table>{imgs}</body></html>"""
+    path = out / "index.html"
+    path.write_text(page)
+    return path
+
+
+def compare(client, runs: List[Any], out: Path, objective: SweepConfig, title: str, note: str = "") -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    keys = swept_keys(runs)
+    plots = [p for p in (plot_objective(runs, keys, objective, out / "objective.png"),
+                         plot_scenarios(finished, keys, objective, out / "scenarios.png"),
+                         plot_loss(client, finished, keys, out / "loss.png")) if p is not None]  # fmt: skip
+    write_html(out, title, runs, keys, objective, plots, note)
+    (out / "runs.json").write_text(json.dumps([{"run_id": r.info.run_id, "name": label(r), "status": r.info.status,
+                                                "params": {k: r.data.params.get(k) for k in keys},
+                                                "metrics": r.data.metrics} for r in runs], indent=2))  # fmt: skip
+    return out
+
+
+def compare_parent(uri: str, parent_id: str, out: Path) -> Path:
+    """A sweep: its children (latest attempt per job) compared, plots + HTML logged to the parent under compare/."""
+    client = _client(uri)
+    parent = client.get_run(parent_id)
+    tags = parent.data.tags
+    objective = SweepConfig(objective=tags.get("lec.sweep.objective", SweepConfig.objective),
+                            direction=tags.get("lec.sweep.direction", SweepConfig.direction))  # fmt: skip
+    runs = latest_children(client, parent.info.experiment_id, parent_id)
+    if not runs:
+        raise SystemExit(f"lec.compare: run {parent_id} has no child runs (is it a sweep's parent run?)")
+    n_failed = sum(r.info.status != "FINISHED" for r in runs)
+    note = f"{len(runs)} jobs, {n_failed} failed. Best: {tags.get('lec.sweep.best_overrides', '—')}"
+    compare(client, runs, out, objective, parent.info.run_name or parent_id, note)
+    client.log_artifacts(parent_id, str(out), "compare")
+    return out
+
+
+def _resolve(target: str, uri: Optional[str], outputs: Path):
+    """A sweep dir (with mlflow_parent.json) → (tracking uri, parent id, default out dir); else a run id."""
+    from lec.sweep import read_parent
+
+    for d in (Path(target), outputs / "sweeps" / target):
+        parent = read_parent(d) if d.is_dir() else None
+        if parent is not None:
+            return uri or parent.tracking_uri, parent.run_id, d / "compare"
+    return uri or f"sqlite:///{outputs.resolve() / 'mlflow.db'}", target, outputs / "compare" / target
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lec.compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("sweep", nargs="?", help="a sweep dir (outputs/sweeps/<ts>) or a sweep's parent run id")
+    p.add_argument("--runs", nargs="+", help="compare these run ids instead of a sweep")
+    p.add_argument("--outputs-dir", default="outputs", help="where mlflow.db lives (default: outputs)")
+    p.add_argument("--tracking-uri", help="default: sqlite:///<outputs-dir>/mlflow.db, or the sweep's own")
+    p.add_argument("--out", help="where the PNGs and index.html go")
+    p.add_argument("--objective", default=SweepConfig.objective, help="metric for --runs (default %(default)s)")
+    p.add_argument("--direction", default="maximize", choices=["maximize", "minimize"])
+    p.add_argument("--log-to", help="also log the plots to this run id (--runs only)")
+    a = p.parse_args(argv)
+    outputs = Path(a.outputs_dir)
+    if bool(a.sweep) == bool(a.runs):
+        p.error("give a sweep dir / parent run id, or --runs ID ID …")
+    if a.sweep:
+        uri, parent_id, out = _resolve(a.sweep, a.tracking_uri, outputs)
+        out = compare_parent(uri, parent_id, Path(a.out) if a.out else out)
+    else:
+        from mlflow.exceptions import MlflowException
+
+        uri = a.tracking_uri or f"sqlite:///{outputs.resolve() / 'mlflow.db'}"
+        client = _client(uri)
+        try:
+            runs = [client.get_run(r) for r in a.runs]
+        except MlflowException as err:
+            p.error(f"{err.message} (tracking uri {uri})")
+        out = compare(client, runs, Path(a.out) if a.out else outputs / "compare" / a.runs[0],
+                      SweepConfig(objective=a.objective, direction=a.direction), f"{len(runs)} lec runs")  # fmt: skip
+        if a.log_to:
+            client.log_artifacts(a.log_to, str(out), "compare")
+    print(f"lec.compare: {out / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""Sweeps: `python -m lec -m adapter.r=4,8 adapter.lr=1e-4,3e-4` → one MLflow parent run per sweep, one child per job.
+
+How the pieces meet (stack.md §1.5, §1.7):
+- `SweepCallback` is registered under `hydra.callbacks` (conf/config.yaml). `on_multirun_start` runs in the launching
+  process before any job: it creates the parent run with MlflowClient (never the active fluent run there) and writes
+  `<sweep dir>/mlflow_parent.json`. Every job finds its parent through that file, so it works the same for the basic
+  launcher (same process), submitit_local (subprocesses) and SLURM (other hosts sharing the sweep dir).
+- `track.run` asks `child_tags()` and tags the job's run `mlflow.parentRunId`, `lec.sweep.id`, `lec.sweep.job`,
+  `lec.sweep.overrides` (Hydra's override_dirname, also the run's name).
+- `job()` wraps the task function: an exception (an OOM, a bad config, a crash) marks the child FAILED with its error
+  and returns None ("no objective"), so the other jobs go on (Hydra would otherwise stop the sweep) and the Optuna
+  sweeper tells the trial FAIL. (Not NaN: optuna ≥ 4 raises on `tell(COMPLETE, nan)` and the sweeper's fallback
+  `tell(FAIL, values=[nan])` raises too, which would end the whole search; None takes the sweeper's float-cast
+  failure path, which tells FAIL with no values.) A job that finished without its objective metric returns None too.
+- `on_multirun_end` closes the parent: status FINISHED when every job finished, FAILED when any failed, always with
+  tags `lec.sweep.finished` / `lec.sweep.failed` and the best job by `sweep.objective`. Hydra skips
+  `on_multirun_end` when a job raises, so an atexit hook closes a parent left open (status KILLED on an interrupt).
+- Resume: run the same command with `hydra.sweep.dir=<that sweep dir>`, or any sweep with `sweep.resume=<sweep dir
+  or parent run id>`: the old parent is reopened and jobs whose child FINISHED with the same overrides are skipped
+  (they return their recorded objective).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import math
+import os
+import socket
+import time
+import traceback
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from lec import config as lec_config
+from lec.config import LecConfig, SweepConfig
+
+log = logging.getLogger(__name__)
+PARENT_FILE = "mlflow_parent.json"
+JOBS_FILE = "jobs.jsonl"
+# A one-stage suite (smoke, open_*) has no Score_full: the stage's own score stands in, as RunSummary.objective does.
+FALLBACK = {"challenge/score_full": ("challenge/score_open", "challenge/score_hidden")}
+
+
+@dataclass
+class Parent:
+    """What a job needs to find its sweep's parent run; stored as <sweep dir>/mlflow_parent.json."""
+
+    run_id: str
+    tracking_uri: str
+    experiment_id: str
+    sweep_id: str
+    sweep_dir: str
+
+
+@dataclass
+class Job:
+    num: int
+    overrides: str  # Hydra's override_dirname: the run's name and the resume key
+    sweep_dir: Path
+    parent: Optional[Parent]
+
+
+def register_resolvers() -> None:
+    """`${lec_budget_min:hours,minutes,margin}` → whole minutes: the launcher presets' time limit
+    (conf/hydra/launcher/*.yaml: hardware.time_budget_h + hardware.eval_budget_min + a margin)."""
+    if not OmegaConf.has_resolver("lec_budget_min"):
+        OmegaConf.register_new_resolver(
+            "lec_budget_min", lambda h, m, margin=0: int(math.ceil(float(h) * 60 + float(m) + float(margin))))
+
+
+def objective_of(metrics: Dict[str, float], sweep: SweepConfig) -> float:
+    for key in (sweep.objective, *FALLBACK.get(sweep.objective, ())):
+        if key in metrics and metrics[key] is not None:
+            return float(metrics[key])
+    return float("nan")
+
+
+def read_parent(sweep_dir: Path) -> Optional[Parent]:
+    path = sweep_dir / PARENT_FILE
+    return Parent(**json.loads(path.read_text())) if path.exists() else None
+
+
+def current_job() -> Optional[Job]:
+    """The multirun job this process is running, or None for a single run / outside Hydra."""
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode is not RunMode.MULTIRUN:
+        return None
+    sweep_dir = Path(hc.runtime.cwd) / hc.sweep.dir  # an absolute sweep dir stays as it is
+    return Job(int(hc.job.num), hc.job.override_dirname or "default", sweep_dir, read_parent(sweep_dir))
+
+
+def child_tags() -> Dict[str, str]:
+    """Tags that make the current job's run a child of its sweep's parent ({} outside a sweep)."""
+    job = current_job()
+    if job is None or job.parent is None:
+        return {}
+    return {"mlflow.parentRunId": job.parent.run_id, "lec.sweep.id": job.parent.sweep_id,
+            "lec.sweep.job": str(job.num), "lec.sweep.overrides": job.overrides,
+            "lec.host": socket.gethostname(), "lec.pid": str(os.getpid())}  # fmt: skip
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def children(parent: Parent) -> List[Any]:
+    runs, token = [], None
+    while True:
+        page = _client(parent.tracking_uri).search_runs(
+            [parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'", max_results=1000,
+            order_by=["attributes.start_time ASC"], page_token=token)  # fmt: skip
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def finished_child(job: Job) -> Optional[Any]:
+    """The FINISHED child of this job's parent with the same overrides (a resumed sweep skips that job)."""
+    done = [r for r in children(job.parent) if r.data.tags.get("lec.sweep.overrides") == job.overrides
+            and r.info.status == "FINISHED"]  # fmt: skip
+    return done[-1] if done else None
+
+
+def job(dcfg: DictConfig, run: Callable[[LecConfig], Any]) -> Optional[float]:
+    """Run one multirun job; never raises an Exception: a failure is recorded in MLflow and returns None."""
+    info = current_job()
+    start_ms = int(time.time() * 1000)
+    try:
+        cfg = lec_config.load(dcfg)
+        if info is not None and info.parent is not None:
+            done = finished_child(info)
+            if done is not None:
+                value = objective_of(done.data.metrics, cfg.sweep)
+                log.info("job %d (%s) finished before in run %s (objective %s): skipped", info.num,
+                         info.overrides, done.info.run_id, value)  # fmt: skip
+                return value if math.isfinite(value) else None
+        summary = run(cfg)
+        client = _client(_uri(cfg))
+        value = objective_of(client.get_run(summary.run_id).data.metrics, cfg.sweep)
+        if not math.isfinite(value):
+            log.warning("job %s finished without the objective %s", info.num if info else "?", cfg.sweep.objective)
+            return None
+        client.log_metric(summary.run_id, "sweep/objective", value)
+        return value
+    except Exception as err:  # noqa: BLE001 - the sweep goes on; the error is in MLflow and the job log
+        log.error("job %s failed: %s: %s", info.num if info else "?", type(err).__name__, err, exc_info=True)
+        if info is not None and info.parent is not None:
+            record_failure(info, err, start_ms)
+        return None
+
+
+def _uri(cfg: LecConfig) -> str:
+    from lec import track
+
+    return track.tracking_uri(cfg)
+
+
+def record_failure(info: Job, err: BaseException, start_ms: int) -> None:
+    """Make sure the job has a FAILED child carrying its error: track.run made one if the run had started;
+    a failure before that (a bad config of this job) gets a new FAILED child."""
+    parent, client = info.parent, _client(info.parent.tracking_uri)
+    error = f"{type(err).__name__}: {err}"[:5000]
+    mine = [r for r in children(parent) if r.data.tags.get("lec.sweep.job") == str(info.num)
+            and r.info.start_time >= start_ms]  # fmt: skip
+    if mine:
+        run_id = mine[-1].info.run_id
+    else:
+        tags = {"mlflow.parentRunId": parent.run_id, "lec.sweep.id": parent.sweep_id, "lec.sweep.job": str(info.num),
+                "lec.sweep.overrides": info.overrides, "lec.host": socket.gethostname(), "lec.pid": str(os.getpid())}  # fmt: skip
+        run_id = client.create_run(parent.experiment_id, tags=tags, run_name=info.overrides).info.run_id
+    client.set_tag(run_id, "lec.error", error)
+    client.log_text(run_id, "".join(traceback.format_exception(err)), "error.txt")
+    client.set_terminated(run_id, "FAILED")
+
+
+# ── the parent run ────────────────────────────────────────────────────────────────────────────────────────────────
+
+
+def _master_cfg(config: DictConfig) -> LecConfig:
+    """The sweep's own config (sweep overrides not applied) as a typed LecConfig, without Hydra's node."""
+    container = OmegaConf.to_container(config, resolve=False)
+    container.pop("hydra", None)
+    merged = OmegaConf.merge(OmegaConf.structured(LecConfig), container)
+    return OmegaConf.to_object(merged)
+
+
+def _resume_target(resume: str, outputs_dir: str) -> Optional[Parent]:
+    """`sweep.resume`: a sweep dir (absolute, relative to the cwd, or a name under <outputs>/sweeps) or a run id."""
+    for d in (Path(resume), Path(outputs_dir) / "sweeps" / resume):
+        if (d / PARENT_FILE).exists():
+            return read_parent(d)
+    return None
+
+
+def open_parent(config: DictConfig) -> Parent:
+    """Create the sweep's parent run, or reopen the one being resumed; write <sweep dir>/mlflow_parent.json."""
+    from lec import track
+
+    cfg = _master_cfg(config)
+    hc = config.hydra
+    sweep_dir = Path(str(hc.sweep.dir)).resolve()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    uri, exp = track.tracking_uri(cfg), track.experiment_id(cfg)
+    client = _client(uri)
+    parent = read_parent(sweep_dir)
+    if parent is None and cfg.sweep.resume:
+        parent = _resume_target(cfg.sweep.resume, cfg.outputs_dir)
+        if parent is None:
+            try:
+                run = client.get_run(cfg.sweep.resume)
+            except Exception as err:  # noqa: BLE001
+                raise lec_config.ConfigError(
+                    f"sweep.resume={cfg.sweep.resume!r} is neither a sweep dir with {PARENT_FILE} nor a run id "
+                    f"in {uri}") from err  # fmt: skip
+            tags = run.data.tags
+            parent = Parent(run.info.run_id, uri, run.info.experiment_id, tags.get("lec.sweep.id", run.info.run_id),
+                            tags.get("lec.sweep.dir", ""))  # fmt: skip
+    task = [str(o) for o in hc.overrides.task]
+    if parent is not None:
+        client.update_run(parent.run_id, status="RUNNING")
+        resumed = int(client.get_run(parent.run_id).data.tags.get("lec.sweep.resumed", "0")) + 1
+        client.set_tag(parent.run_id, "lec.sweep.resumed", str(resumed))
+        log.info("resuming sweep %s (parent run %s)", parent.sweep_id, parent.run_id)
+    else:
+        choices = hc.runtime.choices
+        sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:6]}"  # readable, and unique across outputs dirs
+        tags = {"lec.sweep.role": "parent", "lec.sweep.id": sweep_id, "lec.sweep.dir": str(sweep_dir),
+                "lec.sweep.overrides": " ".join(task), "lec.sweep.objective": cfg.sweep.objective,
+                "lec.sweep.direction": cfg.sweep.direction, "lec.sweep.sweeper": str(choices.get("hydra/sweeper")),
+                "lec.sweep.launcher": str(choices.get("hydra/launcher")), "lec.host": socket.gethostname(),
+                "lec.pid": str(os.getpid())}  # fmt: skip
+        where = set(hc.job.config.override_dirname.exclude_keys)  # outputs_dir etc.: not what the sweep is
+        name = ("sweep " + " ".join(o for o in task if o.split("=", 1)[0].lstrip("+~") not in where))[:250]
+        run = client.create_run(exp, tags=tags, run_name=name)
+        parent = Parent(run.info.run_id, uri, exp, sweep_id, str(sweep_dir))
+        params = {f"sweep.{o.split('=', 1)[0]}": o.split("=", 1)[1] for o in task if "=" in o}
+        search = OmegaConf.select(config, "hydra.sweeper.params")
+        if search:
+            params.update({f"search.{k}": str(v) for k, v in search.items()})
+        for key, value in params.items():
+            client.log_param(parent.run_id, key[:250], value[:6000])
+    (sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(parent), indent=2))
+    return parent
+
+
+def close_parent(parent: Parent, sweep: SweepConfig, interrupted: bool = False) -> Dict[str, Any]:
+    """Summarise the children onto the parent (counts, best job, a table) and end it with a status that says how
+    many failed. A child still RUNNING at this point lost its process (killed, OOM-killed): it is marked FAILED."""
+    client = _client(parent.tracking_uri)
+    latest: Dict[str, Any] = {}  # per override string, the latest attempt (a resumed sweep retries failed ones)
+    for r in children(parent):
+        if r.info.status == "RUNNING" and not interrupted:
+            client.set_tag(r.info.run_id, "lec.error", "the job's process ended without closing its run")
+            client.set_terminated(r.info.run_id, "FAILED")
+            r = client.get_run(r.info.run_id)
+        latest[r.data.tags.get("lec.sweep.overrides", r.info.run_id)] = r
+    rows = []
+    for ovr, r in latest.items():
+        rows.append({"overrides": ovr, "run_id": r.info.run_id, "job": r.data.tags.get("lec.sweep.job"),
+                     "status": r.info.status, "objective": objective_of(r.data.metrics, sweep),
+                     "error": r.data.tags.get("lec.error", "")})  # fmt: skip
+    ok = [row for row in rows if row["status"] == "FINISHED" and math.isfinite(row["objective"])]
+    failed = [row for row in rows if row["status"] != "FINISHED"]
+    sign = 1 if sweep.direction == "maximize" else -1
+    best = max(ok, key=lambda row: sign * row["objective"]) if ok else None
+    metrics = {"sweep/n_jobs": len(rows), "sweep/n_finished": len(rows) - len(failed), "sweep/n_failed": len(failed)}
+    if best:
+        metrics[f"best/{sweep.objective}"] = best["objective"]
+    for k, v in metrics.items():
+        client.log_metric(parent.run_id, k, v)
+    tags = {"lec.sweep.finished": str(len(rows) - len(failed)), "lec.sweep.failed": str(len(failed)),
+            "mlflow.note.content": _note(rows, best, sweep)}  # fmt: skip
+    if best:
+        tags.update({"lec.sweep.best_run_id": best["run_id"], "lec.sweep.best_overrides": best["overrides"]})
+    if interrupted:
+        tags["lec.sweep.interrupted"] = "true"
+    for k, v in tags.items():
+        client.set_tag(parent.run_id, k, v[:8000])
+    client.log_dict(parent.run_id, {"objective": sweep.objective, "direction": sweep.direction, "jobs": rows,
+                                    "best": best}, "sweep_summary.json")  # fmt: skip
+    status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
+    client.set_terminated(parent.run_id, status)
+    log.info("sweep %s: %d jobs, %d finished, %d failed → parent %s %s; best: %s", parent.sweep_id, len(rows),
+             len(rows) - len(failed), len(failed), parent.run_id, status,
+             f"{best['overrides']} ({sweep.objective} {best['objective']:.4f})" if best else "none")  # fmt: skip
+    return {"status": status, "rows": rows, "best": best}
+
+
+def _note(rows: List[Dict[str, Any]], best: Optional[Dict[str, Any]], sweep: SweepConfig) -> str:
+    """The parent's description in the MLflow UI: a markdown table of the jobs, best first."""
+    sign = -1 if sweep.direction == "maximize" else 1
+    order = sorted(rows, key=lambda r: (r["status"] != "FINISHED", sign * r["objective"]
+                                        if math.isfinite(r["objective"]) else math.inf))  # fmt: skip
+    n_failed = sum(r["status"] != "FINISHED" for r in rows)
+    lines = [f"**{len(rows)} jobs, {len(rows) - n_failed} finished, {n_failed} failed.** "
+             f"Best by `{sweep.objective}` ({sweep.direction}): "
+             + (f"`{best['overrides']}` = {best['objective']:.4f}" if best else "none"), "",
+             f"| job | overrides | status | {sweep.objective} | error |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in order:
+        obj = f"{r['objective']:.4f}" if math.isfinite(r["objective"]) else "—"
+        lines.append(f"| {r['job']} | `{r['overrides']}` | {r['status']} | {obj} | {r['error'][:120]} |")
+    return "\n".join(lines)
+
+
+class SweepCallback(Callback):
+    """Registered under hydra.callbacks.lec_sweep (conf/config.yaml); a no-op for single runs."""
+
+    def __init__(self) -> None:
+        self.parent: Optional[Parent] = None
+        self.sweep: Optional[SweepConfig] = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.parent = open_parent(config)
+        self.sweep = _master_cfg(config).sweep
+        atexit.register(self._close_if_open)
+        log.info("sweep %s: MLflow parent run %s (%s)", self.parent.sweep_id, self.parent.run_id,
+                 self.parent.tracking_uri)  # fmt: skip
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        info = current_job()
+        if info is not None:
+            log.info("sweep job %d: %s", info.num, info.overrides)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        """One line per job in <sweep dir>/jobs.jsonl: a sweep's progress readable while it runs."""
+        info = current_job()
+        if info is None:
+            return
+        value = job_return._return_value if job_return.status.name == "COMPLETED" else None
+        line = {"job": info.num, "overrides": info.overrides, "status": job_return.status.name,
+                "objective": value if isinstance(value, float) and math.isfinite(value) else None,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        with (info.sweep_dir / JOBS_FILE).open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        done = sum(1 for _ in (info.sweep_dir / JOBS_FILE).open())
+        log.info("sweep job %d done: objective %s (%d jobs done in %s)", info.num, line["objective"], done,
+                 info.sweep_dir)  # fmt: skip
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent is None:
+            return
+        parent, self.parent = self.parent, None
+        close_parent(parent, self.sweep)
+        if self.sweep.compare:
+            try:
+                from lec import compare
+
+                out = compare.compare_parent(parent.tracking_uri, parent.run_id, Path(parent.sweep_dir) / "compare")
+                log.info("sweep plots: %s (also the parent run's compare/ artifacts)", out / "index.html")
+            except Exception as err:  # noqa: BLE001 - plots are for people; the sweep's results are already logged
+                log.warning("sweep plots failed: %s: %s", type(err).__name__, err, exc_info=True)
+
+    def _close_if_open(self) -> None:
+        """Hydra skips on_multirun_end when a job raises or the sweep is interrupted: close the parent anyway."""
+        if self.parent is not None:
+            parent, self.parent = self.parent, None
+            close_parent(parent, self.sweep, interrupted=True)

@@ -1,0 +1,93 @@
+"""lec.compare on a real MLflow SQLite store: runs logged through the MLflow client as a sweep would log them (a
+parent, finished and failed children, loss histories), then the plots, the HTML and the parent's artifacts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lec import compare, sweep
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture()
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("lec", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    parent = client.create_run(exp, run_name="sweep adapter.r=4,8,16 data=synthetic,lima",
+                               tags={"lec.sweep.role": "parent", "lec.sweep.objective": "challenge/score_full",
+                                     "lec.sweep.direction": "maximize"}).info.run_id  # fmt: skip
+    jobs = [("4", "synthetic", 0.40), ("8", "synthetic", 0.55), ("16", "synthetic", 0.50), ("8", "lima", None)]
+    for i, (r, data, score) in enumerate(jobs):
+        ovr = f"adapter.r={r},data={data},train.max_steps=20"
+        run = client.create_run(exp, run_name=ovr, tags={"mlflow.parentRunId": parent, "lec.sweep.job": str(i),
+                                                         "lec.sweep.overrides": ovr}).info.run_id  # fmt: skip
+        for k, v in {"adapter.r": r, "choice.data": data, "train.max_steps": "20", "outputs_dir": "/tmp/x"}.items():
+            client.log_param(run, k, v)
+        if score is None:
+            client.set_tag(run, "lec.error", "DataError: could not load 'GAIR/lima'")
+            client.set_terminated(run, "FAILED")
+            continue
+        client.log_metric(run, "challenge/score_open", score)
+        client.log_metric(run, "challenge/mean/mmlu", score + 0.1)
+        client.log_metric(run, "challenge/mean/gsm8k", score / 2)
+        client.log_metric(run, "challenge/mean/raw_score", score)
+        for step in range(1, 21):
+            client.log_metric(run, "train/loss", 3.0 / (step * float(r) ** 0.1), step=step)
+        client.set_terminated(run, "FINISHED")
+    return tmp_path, uri, client, parent
+
+
+def test_sweep_plots_html_and_parent_artifacts(store):
+    tmp, uri, client, parent = store
+    out = compare.compare_parent(uri, parent, tmp / "compare")
+    for name in ("objective.png", "scenarios.png", "loss.png"):
+        assert (out / name).read_bytes()[:8] == PNG
+    page = (out / "index.html").read_text()
+    assert page.count("<tr") == 5 and page.count('class="failed"') == 1 and "GAIR/lima" in page
+    rows = json.loads((out / "runs.json").read_text())
+    assert set(rows[0]["params"]) == {"adapter.r", "choice.data"}  # train.max_steps is the same everywhere
+    logged = {a.path for a in client.list_artifacts(parent, "compare")}
+    assert {"compare/objective.png", "compare/scenarios.png", "compare/loss.png", "compare/index.html"} <= logged
+
+
+def test_swept_keys_without_sweep_tags_prefer_group_choices(store):
+    _, _, client, parent = store
+    runs = compare.latest_children(client, client.get_run(parent).info.experiment_id, parent)
+    for r in runs:
+        r.data.tags.pop("lec.sweep.overrides")  # as runs from separate `python -m lec` calls look
+    assert compare.swept_keys(runs) == ["adapter.r", "choice.data"]
+    assert compare.label(runs[0], ["adapter.r", "choice.data"]) == "r=4 data=synthetic"
+
+
+def test_latest_attempt_per_job_wins(store):
+    """A resumed sweep re-runs a failed job: the comparison shows the new attempt only."""
+    _, _, client, parent = store
+    exp = client.get_run(parent).info.experiment_id
+    ovr = "adapter.r=8,data=lima,train.max_steps=20"
+    retry = client.create_run(exp, run_name=ovr, tags={"mlflow.parentRunId": parent, "lec.sweep.job": "3",
+                                                       "lec.sweep.overrides": ovr}).info.run_id  # fmt: skip
+    client.log_metric(retry, "challenge/score_open", 0.7)
+    client.set_terminated(retry, "FINISHED")
+    runs = compare.latest_children(client, exp, parent)
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert max(sweep.objective_of(r.data.metrics, sweep.SweepConfig()) for r in runs) == 0.7
+
+
+def test_cli_on_a_list_of_runs_and_its_errors(store, tmp_path):
+    tmp, uri, client, parent = store
+    ids = [r.info.run_id for r in compare.latest_children(client, client.get_run(parent).info.experiment_id, parent)]
+    cmd = [sys.executable, "-m", "lec.compare", "--tracking-uri", uri, "--out", str(tmp / "cli"), "--runs", *ids[:3]]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp / "cli" / "index.html").exists() and (tmp / "cli" / "loss.png").read_bytes()[:8] == PNG
+    bad = subprocess.run([*cmd[:-4], "--runs", "0123456789abcdef"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "0123456789abcdef" in bad.stderr
+    none = subprocess.run([sys.executable, "-m", "lec.compare"], capture_output=True, text=True, timeout=120)
+    assert none.returncode == 2 and "give a sweep dir" in none.stderr

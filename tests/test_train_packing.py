@@ -1,0 +1,65 @@
+"""Sample packing: rows share a sequence without seeing each other (position ids restart per sample)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lec.models import load_model
+from lec.train.packing import IGNORE, collate, pack
+
+
+def _rows(lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for n in lengths:
+        ids = torch.randint(4, 200, (n,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [IGNORE] * (n // 3) + ids[n // 3:]})
+    return rows
+
+
+def test_pack_fills_rows_and_keeps_every_token():
+    rows = _rows([50, 40, 30, 30, 20, 10, 64, 5])
+    packed = pack(rows, 64)
+    assert all(len(p["input_ids"]) <= 64 for p in packed)
+    assert sum(len(p["input_ids"]) for p in packed) == sum(len(r["input_ids"]) for r in rows)
+    assert len(packed) == 5  # best-fit decreasing: 64 | 50+10 | 40+20 | 30+30 | 5
+    for p in packed:  # position ids restart at each sample and every sample's first label is ignored
+        starts = [i for i, q in enumerate(p["position_ids"]) if q == 0]
+        assert all(p["labels"][i] == IGNORE for i in starts)
+    with pytest.raises(ValueError, match="pack_len"):
+        pack(_rows([65]), 64)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_logits_equal_unpacked(tiny_dir, default_cfg, attn):
+    """No cross-contamination: each sample's logits inside a packed row equal its logits alone."""
+    model = load_model(default_cfg.model, path=str(tiny_dir), attn_implementation=attn).eval()
+    rows = _rows([23, 17, 9])
+    batch = collate(0)(pack(rows, 64))
+    assert "attention_mask" not in batch and batch["position_ids"].shape == batch["input_ids"].shape
+    with torch.no_grad():
+        # use_cache=False as in training (prepare_model): a KV cache turns transformers' packed-mask detection off
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        offset = 0
+        for r in sorted(rows, key=lambda r: -len(r["input_ids"])):  # pack places longest first
+            n = len(r["input_ids"])
+            alone = model(input_ids=torch.tensor([r["input_ids"]])).logits[0]
+            torch.testing.assert_close(packed[offset:offset + n], alone, atol=1e-4, rtol=1e-4)
+            offset += n
+
+
+def test_collate_pads_packed_rows_as_their_own_segment():
+    batch = collate(0)(pack(_rows([30, 20, 60]), 64))
+    pos = batch["position_ids"]
+    assert pos.shape[0] == 2 and (batch["labels"][1, 50:] == IGNORE).all()  # second row: 30 + 20, then padding
+    assert pos[1, 50].item() == 0  # padding restarts positions: attends only to padding
+    flat = collate(0, flatten=True)(pack(_rows([30, 20, 60]), 64))  # flash_attention_2: one row per micro-batch
+    assert flat["input_ids"].shape == (1, 110)
+
+
+def test_training_model_has_no_kv_cache(tiny_dir, default_cfg):
+    from lec.train.finetune import prepare_model
+
+    model, trainable = prepare_model(default_cfg, tiny_dir)
+    assert model.config.use_cache is False and 0 < trainable < model.num_parameters()
