@@ -120,6 +120,11 @@ def evaluate(cfg: LecConfig, out: Path):
     adapter = out / "adapter"
     ev = run_helm(cfg, out, params, adapter if adapter.exists() else None, _base_dir(cfg))
     mlflow.set_tags({"lec.eval_suite": ev.suite, "lec.eval_timed_out": str(ev.timed_out)})
+    if ev.timed_out:  # say so where people look: the run's tags and a metric per model
+        mlflow.set_tag("lec.eval_budget_overrun", f"helm-run stopped at the {cfg.eval.budget_min:g} min budget; "
+                       f"unanswered scenarios scored 0: {ev.unanswered}")  # fmt: skip
+        track.log_metrics({f"{'' if label == 'tuned' else label + '/'}eval/unanswered_scenarios": len(groups)
+                           for label, groups in ev.unanswered.items()})  # fmt: skip
     for label, scenarios in ev.metrics.items():
         prefix = "" if label == "tuned" else f"{label}/"
         for scenario, metrics in scenarios.items():

@@ -231,34 +231,14 @@ def _mc_run_spec(kind: str, data_path: str = "") -> RunSpec:
     )
 
 
-@run_spec_function("corr2cause")
-def corr2cause_spec(data_path: str = "") -> RunSpec:
-    return _mc_run_spec("corr2cause", data_path)
+def _register_mc(kind: str) -> None:
+    @run_spec_function(kind)
+    def spec(data_path: str = "") -> RunSpec:
+        return _mc_run_spec(kind, data_path)
 
 
-@run_spec_function("ethics_justice")
-def ethics_justice_spec(data_path: str = "") -> RunSpec:
-    return _mc_run_spec("ethics_justice", data_path)
-
-
-@run_spec_function("ethics_commonsense")
-def ethics_commonsense_spec(data_path: str = "") -> RunSpec:
-    return _mc_run_spec("ethics_commonsense", data_path)
-
-
-@run_spec_function("ethics_deontology")
-def ethics_deontology_spec(data_path: str = "") -> RunSpec:
-    return _mc_run_spec("ethics_deontology", data_path)
-
-
-@run_spec_function("ethics_virtue")
-def ethics_virtue_spec(data_path: str = "") -> RunSpec:
-    return _mc_run_spec("ethics_virtue", data_path)
-
-
-@run_spec_function("ethics_utilitarianism")
-def ethics_utilitarianism_spec(data_path: str = "") -> RunSpec:
-    return _mc_run_spec("ethics_utilitarianism", data_path)
+for _kind in SOURCES:  # corr2cause and the five ethics subsets: one run spec function each, by name
+    _register_mc(_kind)
 
 
 @run_spec_function("sam_sum")

@@ -33,6 +33,7 @@ class EvalResult:
     runs_finished: int
     summarize_rc: Optional[int] = None
     labels: List[str] = field(default_factory=list)
+    unanswered: Dict[str, List[str]] = field(default_factory=dict)  # {label: scenarios with no finished run}
 
 
 def evaluate(
@@ -83,6 +84,13 @@ def evaluate(
     summarize_rc = helm.helm_summarize(helm_output, cfg.eval.suite, cache)
     by_model = scenario_metrics(runs)
     metrics = {label: by_model.get(f"{helm.ORG}/{label}", {}) for label, _ in models}
+    unanswered = {}
+    if result.timed_out:  # the challenge's rule: what the budget left unanswered scores 0
+        expected = suite_groups(suite_entries(cfg.eval.entries, cfg.eval.confs))
+        for label, _ in models:
+            unanswered[label] = score_unanswered(metrics[label], expected)
+        log.warning("eval budget of %.0f min ran out; unanswered scenarios scored 0: %s", cfg.eval.budget_min,
+                    unanswered)  # fmt: skip
     return EvalResult(
         helm_output,
         cfg.eval.suite,
@@ -93,7 +101,26 @@ def evaluate(
         len(runs),
         summarize_rc,
         [label for label, _ in models],
+        unanswered,
     )
+
+
+def suite_groups(entries: List[str]) -> List[str]:
+    """The HELM scenario group of each run entry ("mmlu:subject=…" → "mmlu"), in order, once each."""
+    return list(dict.fromkeys(e.split(":", 1)[0] for e in entries))
+
+
+def score_unanswered(metrics: Dict[str, Dict[str, float]], expected: List[str]) -> List[str]:
+    """Fill every scored higher-is-better challenge metric of a suite scenario that finished no run with 0.0
+    (in place) and return those scenarios. Lower-is-better metrics stay missing, which the scorer ranks worst."""
+    from lec.score import METRICS
+
+    missing = [g for g in expected if not any(k == g or k.startswith(g + "_") for k in metrics)]
+    for group in missing:
+        for _, metric in METRICS.values():
+            if metric.group == group and not metric.lower_is_better:
+                metrics.setdefault(group, {})[metric.key] = 0.0
+    return missing
 
 
 def _special_tokens(cfg: LecConfig, base_dir: Optional[Path]) -> tuple:
