@@ -86,7 +86,7 @@ def test_fine_tuning_beats_the_untuned_base(default_run):
 
 def test_helm_really_talked_to_the_lec_server(default_run):
     tmp, *_ = default_run
-    run_dir = next((tmp / "run" / "helm" / "runs" / "smoke").glob("mmlu*lec_tuned"))
+    run_dir = next((tmp / "run" / "helm" / "runs" / "smoke").glob("mmlu*model=lec_tuned*"))
     state = json.loads((run_dir / "scenario_state.json").read_text())
     first = state["request_states"][0]
     assert first["request"]["model_deployment"] == "lec/tuned"

@@ -47,11 +47,13 @@ def test_budget_stop_checkpoint_and_resume_keep_the_elapsed_time(tmp_path, tiny_
     data = _data(tmp_path)
     cfg = config.compose(FAST + ["train.max_steps=2000", "train.time_budget_s=8"])
     first = finetune(cfg, data, tiny_dir, tmp_path / "a" / "adapter")
-    assert first.stopped_by_budget and 1 < first.steps < 2000 and first.elapsed_s <= 8.0
+    # the stop is predicted from measured step/save times (exactly tested with a fake clock above); on a loaded
+    # machine a step can take longer than predicted, so allow one slow step past the budget here
+    assert first.stopped_by_budget and 1 < first.steps < 2000 and first.elapsed_s <= 8.0 + 2.0
     assert (first.adapter_dir / "adapter_model.safetensors").exists()  # the pipeline evaluates what it has
     (ckpt,) = complete_checkpoints(tmp_path / "a" / "checkpoints")
     state = json.loads((ckpt / STATE).read_text())
-    assert state["global_step"] == first.steps and 0 < state["elapsed_s"] <= 8.0
+    assert state["global_step"] == first.steps and 0 < state["elapsed_s"] <= 8.0 + 2.0
 
     steps = first.steps + 3
     cfg2 = config.compose(FAST + [f"train.max_steps={steps}", "train.time_budget_s=60", f"train.resume_from={ckpt.parent}"])
