@@ -118,6 +118,7 @@ INSTRUCTIONS = {
 }
 SAMSUM = Source("samsum.tsv", ("dialogue", "summary"), ("Samsung/samsum", None, "validation"),
                 lambda r: (r["dialogue"], [r["summary"]], 0), 0.0, delimiter="\t")  # fmt: skip
+ALL_SOURCES: Dict[str, Source] = {**SOURCES, "sam_sum": SAMSUM}
 
 
 # --- reading the data ----------------------------------------------------------------------------------------------
@@ -199,13 +200,13 @@ class ChallengeScenario(Scenario):
 
     def __init__(self, kind: str, data_path: str = ""):
         super().__init__()
-        if kind not in SOURCES and kind != "sam_sum":
-            raise ScenarioDataError(f"unknown scenario {kind!r}; valid: sam_sum, {', '.join(SOURCES)}")
+        if kind not in ALL_SOURCES:
+            raise ScenarioDataError(f"unknown scenario {kind!r}; valid: {', '.join(ALL_SOURCES)}")
         self.kind, self.data_path = kind, data_path
         self.name = kind  # HELM caches data under scenarios/<name>/
 
     def get_instances(self, output_path: str) -> List[Instance]:
-        source = SAMSUM if self.kind == "sam_sum" else SOURCES[self.kind]
+        source = ALL_SOURCES[self.kind]
         rows = read_rows(self.kind, source, Path(output_path), self.data_path)
         return to_instances(self.kind, source, rows)
 

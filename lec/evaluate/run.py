@@ -13,6 +13,7 @@ from lec.evaluate import helm
 from lec.evaluate.smoke_data import write_scenarios
 from lec.evaluate.stats import read_suite, scenario_metrics
 from lec.evaluate.suites import suite_entries
+from lec.score import METRICS
 from lec.serve.process import ServerSpec, serving
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,6 @@ def suite_groups(entries: List[str]) -> List[str]:
 def score_unanswered(metrics: Dict[str, Dict[str, float]], expected: List[str]) -> List[str]:
     """Fill every scored higher-is-better challenge metric of a suite scenario that finished no run with 0.0
     (in place) and return those scenarios. Lower-is-better metrics stay missing, which the scorer ranks worst."""
-    from lec.score import METRICS
-
     missing = [g for g in expected if not any(k == g or k.startswith(g + "_") for k in metrics)]
     for group in missing:
         for _, metric in METRICS.values():

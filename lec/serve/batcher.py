@@ -12,7 +12,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import List, Tuple
+from typing import List
 
 from lec.serve.api import ProcessRequest
 from lec.serve.engine import Engine
