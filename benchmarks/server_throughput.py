@@ -1,7 +1,7 @@
 """Model-server throughput under HELM-like load (goal: lec ≥ 4× a naive one-request-at-a-time server).
 
 Both servers are real processes on 127.0.0.1 serving the same model with the same greedy decoding:
-- lec: `python -m lec.serve` (dynamic batching, logprobs + top-k alternatives, stop sequences);
+- lec: `python -m lec.serve` (continuous batching, logprobs + top-k alternatives, stop sequences);
 - baseline: the challenge sample's approach (llama-recipes `main.py`): one HF `model.generate(output_scores=True)`
   per request behind a lock, logprobs from the scores.
 The client mimics `helm-run -n 8`: 8 threads, mixed prompt lengths (few-shot MMLU/GSM prompts of 0–5 shots).
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--max-new", type=int, default=64, help="new tokens of a GSM-style request (MMLU asks 1)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating measurements of each server; medians reported")
     ap.add_argument("--gpu-1b", action="store_true", help="a random-init 1B-param Llama on CUDA")
     ap.add_argument("--naive", nargs=3, metavar=("BASE", "PORT", "DEVICE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -132,27 +134,35 @@ def main() -> None:
 
     params = tmp / "params.yaml"
     params.write_text(yaml.safe_dump(config.to_container(cfg)))
-    results = {}
-    for name in ("lec", "naive"):
-        port = free_port()
-        if name == "lec":
-            cmd = [sys.executable, "-m", "lec.serve", "--params", str(params), "--base", str(base), "--port", str(port),
-                   f"serve.max_batch_size={args.threads}"]  # fmt: skip
-        else:
-            cmd = [sys.executable, __file__, "--naive", str(base), str(port), device]
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait(f"http://127.0.0.1:{port}", proc)
-            results[name] = load(f"http://127.0.0.1:{port}", batch, args.threads, args.max_new)
-        finally:
+    commands = {
+        "lec": lambda port: [sys.executable, "-m", "lec.serve", "--params", str(params), "--base", str(base),
+                             "--port", str(port), f"serve.max_batch_size={args.threads}"],
+        "naive": lambda port: [sys.executable, __file__, "--naive", str(base), str(port), device],
+    }  # fmt: skip
+    # Both servers run side by side and are loaded in alternation, so a noisy neighbour hits both alike.
+    urls, procs = {}, []
+    try:
+        for name, command in commands.items():
+            port = free_port()
+            procs.append(subprocess.Popen(command(port), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            urls[name] = f"http://127.0.0.1:{port}"
+            wait(urls[name], procs[-1])
+        results = {name: [] for name in commands}
+        for _ in range(args.rounds):
+            for name, url in urls.items():
+                results[name].append(load(url, batch, args.threads, args.max_new))
+    finally:
+        for proc in procs:
             proc.terminate()
             proc.wait()
+    lec, naive = statistics.median(results["lec"]), statistics.median(results["naive"])
     print(f"model: {'1B-shape Llama on CUDA' if args.gpu_1b else 'tiny (0.36M) on CPU'}; {args.requests} requests, "
           f"{args.threads} client threads, HELM's request settings (MMLU: 1 token + top-5; GSM: ≤ {args.max_new} "
           f"tokens, stop at a blank line), mixed 0–5-shot prompts")  # fmt: skip
-    print(f"naive one-at-a-time HF generate server: {results['naive']:.2f} req/s")
-    print(f"lec server (dynamic batching):          {results['lec']:.2f} req/s")
-    print(f"ratio lec / naive: {results['lec'] / results['naive']:.2f}× (goal ≥ 4×)")
+    runs = lambda name: ", ".join(f"{x:.1f}" for x in results[name])  # noqa: E731
+    print(f"naive one-at-a-time HF generate server: {naive:.2f} req/s (median of {runs('naive')})")
+    print(f"lec server (continuous batching):       {lec:.2f} req/s (median of {runs('lec')})")
+    print(f"ratio lec / naive: {lec / naive:.2f}× (goal ≥ 4×)")
 
 
 if __name__ == "__main__":

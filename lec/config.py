@@ -43,6 +43,7 @@ class Template(str, enum.Enum):
     guanaco = "guanaco"  # rows already carry "### Human: … ### Assistant: …" text
     plain = "plain"  # rows carry one `text`; all of it is trained on (Knovel: labels = input_ids, no prompt)
     human_assistant = "human_assistant"  # LLaMA-Factory `default`: system line, "Human: …\nAssistant: " (Percent-BFD)
+    chat = "chat"  # the model tokenizer's own chat template (apply_chat_template); threads keep every turn
 
 
 class LengthAction(str, enum.Enum):

@@ -21,6 +21,13 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+# A Zephyr-style chat template, so `data.template=chat` runs on the embedded default like on a hub chat model:
+# it writes its own BOS and ends every turn with EOS (what apply_chat_template users meet in Mistral/Llama/Qwen).
+TINY_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+TINY_FORMAT = 2  # bump when the tiny model or tokenizer built from the same config changes (cache key)
 
 
 class ModelLoadError(RuntimeError):
@@ -52,9 +59,11 @@ def build_tiny_tokenizer(vocab_size: int) -> PreTrainedTokenizerBase:
     tok.train_from_iterator(corpus(), trainer=trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
-    return PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    return tokenizer
 
 
 def build_tiny(cfg: TinyModelConfig) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -135,7 +144,8 @@ def materialize_base(cfg: ModelConfig, cache_dir: Path) -> Optional[Path]:
     """
     if cfg.tiny is None:
         return None
-    key = hashlib.sha256(json.dumps(dataclasses.asdict(cfg.tiny), sort_keys=True).encode()).hexdigest()[:12]
+    spec = dict(dataclasses.asdict(cfg.tiny), format=TINY_FORMAT)
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     out_dir = cache_dir / f"tiny-{key}"
     if (out_dir / "config.json").exists():
         return out_dir

@@ -305,10 +305,12 @@ def load_pool(name_or_path: str) -> List[Entry]:
 
 
 def raw_score(metrics: Dict[str, float]) -> Dict[str, float]:
-    """Per-scenario mean of the run's challenge metrics and their eps-guarded geometric mean (no pool needed)."""
+    """Per-scenario mean of the run's higher-is-better challenge metrics and their eps-guarded geometric mean (no pool
+    needed). Lower-is-better metrics (sam_sum's bias) count only in the pool-ranked score: averaged in, a biased
+    summary would look better."""
     scores = {}
     for s in SCENARIOS:
-        vals = [metrics[m.label] for m in s.metrics if m.label in metrics]
+        vals = [metrics[m.label] for m in s.metrics if m.label in metrics and not m.lower_is_better]
         if vals:
             scores[s.name] = mean(vals)
     if scores:

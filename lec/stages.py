@@ -31,7 +31,7 @@ from typing import Dict, List, Optional
 import yaml
 
 from lec import config as lec_config
-from lec.config import LecConfig
+from lec.config import AdapterKind, LecConfig
 
 log = logging.getLogger("lec.stages")
 STAGES = ("curate", "finetune", "evaluate", "score")
@@ -91,10 +91,24 @@ def finetune(cfg: LecConfig, out: Path) -> Dict[str, float]:
                "tokens_per_s": result.tokens / max(result.seconds, 1e-9),
                "trainable_params": result.trainable_params}  # fmt: skip
     track.log_metrics({f"train/final_{k}": v for k, v in summary.items()})
-    mlflow.log_artifacts(str(result.adapter_dir), "adapter")
+    _log_weights(cfg, result.adapter_dir)
     _loss_csv(Path(result.log_path), out / "train_loss.csv")
     _write_json(out / "train.json", summary)
     return summary
+
+
+def _log_weights(cfg: LecConfig, weights: Path) -> None:
+    """A LoRA adapter (MBs) goes to MLflow whole; a full fine-tune (14 GB for a 7B in bf16) stays on disk, and MLflow
+    gets its config/tokenizer files and the path (tag lec.weights_dir)."""
+    import mlflow
+
+    mlflow.set_tag("lec.weights_dir", str(weights.resolve()))
+    if cfg.adapter.kind is not AdapterKind.full:
+        mlflow.log_artifacts(str(weights), "adapter")
+        return
+    for f in sorted(weights.iterdir()):
+        if f.is_file() and f.suffix not in (".safetensors", ".bin", ".pt", ".pth"):
+            mlflow.log_artifact(str(f), "adapter")
 
 
 def _loss_csv(log_path: Path, csv_path: Path) -> None:

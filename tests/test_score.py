@@ -167,3 +167,10 @@ def test_cli_json_and_errors(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lec.score", "--ranks", str(tmp_path / "bad.json")],
                          capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr
+
+
+def test_raw_score_leaves_lower_is_better_bias_out_of_the_scenario_mean():
+    bias = next(m.label for s in score.SCENARIOS for m in s.metrics if m.lower_is_better)
+    fair = score.raw_score({"sam_sum - ROUGE-2": 0.2, bias: 0.0})
+    biased = score.raw_score({"sam_sum - ROUGE-2": 0.2, bias: 0.9})
+    assert fair["sam_sum"] == biased["sam_sum"] == pytest.approx(0.2)

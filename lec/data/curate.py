@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from lec.config import CurationConfig, LecConfig, LengthAction, Template
 from lec.data import decontam, dedup
-from lec.data.templates import render
+from lec.data.templates import adds_special_tokens, chat_prompt, render
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,12 @@ def _length(rows, cfg: CurationConfig, ctx: Context, rep: StepReport) -> Dict[in
         rep.note = "skipped: no model tokenizer given (build_mixture without a tokenizer)"
         return {}
     tok, limit = ctx.tokenizer, ctx.max_tokens
-    pairs = [render(ctx.template, r) for r in rows]
+    pairs = [render(ctx.template, r, tok) for r in rows]
     # No tokenizer makes more tokens than UTF-8 bytes (byte-level BPE: ≤ 1 per byte; SentencePiece byte fallback:
     # ≤ 1 per byte plus a prefix "▁"), so rows within `limit` - 8 bytes (specials, EOS) need no tokenizing.
     todo = [i for i, (p, r) in enumerate(pairs) if len(p.encode()) + len(r.encode()) + 8 > limit]
-    p_ids = tok([pairs[i][0] for i in todo]).input_ids if todo else []
+    specials = adds_special_tokens(ctx.template)
+    p_ids = tok([pairs[i][0] for i in todo], add_special_tokens=specials).input_ids if todo else []
     r_ids = tok([pairs[i][1] for i in todo], add_special_tokens=False).input_ids if todo else []
     drops = {}
     for i, p, r in zip(todo, p_ids, r_ids):
@@ -194,10 +195,12 @@ def curate(cfg: LecConfig, out_dir: Path, base_dir: Optional[Path] = None):
 
     c = cfg.data.curation
     tokenizer = None
-    if c.length.enabled:
+    if c.length.enabled or cfg.data.template is Template.chat:
         from lec.models import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.model, path=str(base_dir) if base_dir else None)
+    if cfg.data.template is Template.chat:
+        chat_prompt(tokenizer, [{"role": "user", "content": "hi"}])  # no chat template → a clear error, now
     max_tokens = c.length.max_tokens or min(cfg.hardware.max_seq_len, cfg.model.max_seq_len)
     inst = eval_instances(cfg) if c.decontam.enabled else None
     if inst is not None and not inst.available:

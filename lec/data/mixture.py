@@ -159,7 +159,8 @@ def _get(row: Dict[str, Any], spec: str) -> Any:
 
 def normalise(row: Dict[str, Any], src: SourceConfig, template: Template) -> Tuple[Optional[Dict[str, str]], str]:
     """(row in lec's schema, "") or (None, reason it is bad)."""
-    wanted = ["text"] if template in TEXT_TEMPLATES else ["instruction", "input", "output"]
+    threads = template in TEXT_TEMPLATES or (template is Template.chat and "text" in src.fields)
+    wanted = ["text"] if threads else ["instruction", "input", "output"]
     mapping = {k: src.fields.get(k, k) for k in wanted}
     out: Dict[str, str] = {}
     for key, spec in mapping.items():

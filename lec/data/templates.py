@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+import re
+from typing import Dict, List, Tuple
 
 from lec.config import Template
 
@@ -21,19 +22,57 @@ LLAMA_FACTORY_SYSTEM = (
 
 def serving_template(template: Template) -> "str | None":
     """The wrapper the server puts around HELM's prompt so the model sees what it was trained on
-    ("{prompt}" marks where HELM's text goes); None for raw, which serves prompts unchanged."""
-    if template in (Template.raw, Template.plain):
+    ("{prompt}" marks where HELM's text goes); None for raw, which serves prompts unchanged, and for chat, which the
+    server renders per request with the tokenizer's chat template (`chat_prompt`)."""
+    if template in (Template.raw, Template.plain, Template.chat):
         return None
     if template is Template.guanaco:
         return "### Human: {prompt}" + GUANACO_ASSISTANT
     return render(template, {"instruction": "{prompt}", "input": "", "output": ""})[0]
 
 
-def render(template: Template, row: Dict[str, str]) -> Tuple[str, str]:
-    """(prompt, response) for a normalised row {instruction, input, output} (or {text} for guanaco)."""
+def adds_special_tokens(template: Template) -> bool:
+    """Should the tokenizer add BOS & co. to a rendered prompt? Not for chat: the chat template writes its own
+    (tokenizing its text with them again would give Llama/Mistral a second BOS)."""
+    return template is not Template.chat
+
+
+def chat_prompt(tokenizer, messages: List[Dict[str, str]]) -> str:
+    """The model's own chat template (tokenizer.apply_chat_template) up to the assistant's turn."""
+    if not getattr(tokenizer, "chat_template", None):
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ValueError(
+            f"data.template=chat needs a tokenizer with a chat template, and {name} has none "
+            f"(base models often ship without one): use one of {', '.join(t.value for t in Template if t is not Template.chat)}"
+        )
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def chat_messages(row: Dict[str, str]) -> List[Dict[str, str]]:
+    """A row as chat messages; the last one is the assistant answer trained on. Threads in the
+    "### Human: … ### Assistant: …" layout (OASST1, guanaco) keep every turn."""
+    if "text" in row:
+        parts = re.split(r"### (Human|Assistant):[ ]?", row["text"])[1:]  # [role, content, role, content, …]
+        messages = [{"role": "user" if role == "Human" else "assistant", "content": content}
+                    for role, content in zip(parts[::2], parts[1::2])]  # fmt: skip
+        if not messages or messages[-1]["role"] != "assistant":
+            raise ValueError("thread row has no '### Assistant:' turn to train on")
+        return messages
+    return [{"role": "user", "content": _query(row)}, {"role": "assistant", "content": row["output"]}]
+
+
+def _query(row: Dict[str, str]) -> str:
+    return row["instruction"] + (f"\n{row['input']}" if row.get("input") else "")
+
+
+def render(template: Template, row: Dict[str, str], tokenizer=None) -> Tuple[str, str]:
+    """(prompt, response) for a normalised row {instruction, input, output} (or {text} for guanaco, plain and chat
+    threads). `tokenizer` is the model's, needed by the chat template only."""
+    if template is Template.chat:
+        messages = chat_messages(row)
+        return chat_prompt(tokenizer, messages[:-1]), messages[-1]["content"]
     if template is Template.raw:
-        prompt = row["instruction"] + (f"\n{row['input']}" if row.get("input") else "")
-        return prompt, row["output"]
+        return _query(row), row["output"]
     if template is Template.alpaca:
         if row.get("input"):
             prompt = (
@@ -54,6 +93,5 @@ def render(template: Template, row: Dict[str, str]) -> Tuple[str, str]:
     if template is Template.plain:
         return "", row["text"]  # no prompt: every token is trained on (Knovel's packed text)
     if template is Template.human_assistant:
-        query = row["instruction"] + (f"\n{row['input']}" if row.get("input") else "")
-        return f"{LLAMA_FACTORY_SYSTEM}\nHuman: {query}\nAssistant: ", row["output"]
+        return f"{LLAMA_FACTORY_SYSTEM}\nHuman: {_query(row)}\nAssistant: ", row["output"]
     raise ValueError(f"unknown template {template}")

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import requests
+
 from lec.config import LecConfig
 from lec.evaluate import helm
 from lec.evaluate.smoke_data import write_scenarios
@@ -61,9 +63,11 @@ def evaluate(
     ]
     tokenizer = _special_tokens(cfg, base_dir)
     with serving(specs, timeout_s=cfg.serve.startup_timeout_s) as urls:
-        served = [
-            helm.ServedModel(label, url, cfg.model.max_seq_len, *tokenizer) for (label, _), url in zip(models, urls)
-        ]
+        # HELM fits prompts to max_sequence_length; the server's prompt template (data.template / serve.prompt_template)
+        # adds tokens, so HELM is told the context minus what the server reports its wrapper needs.
+        context = [cfg.model.max_seq_len - requests.get(f"{url}/health", timeout=10).json()["wrapper_tokens"]
+                   for url in urls]  # fmt: skip
+        served = [helm.ServedModel(label, url, n, *tokenizer) for (label, _), url, n in zip(models, urls, context)]
         helm.write_prod_env(helm_output / "prod_env", served)
         conf = helm_output / "run_entries.conf"
         entries = helm.write_conf(conf, suite_entries(cfg.eval.entries, cfg.eval.confs), served)

@@ -1,8 +1,10 @@
-"""Dynamic batching: concurrent requests (HELM runs `-n` client threads) are grouped into one padded batch.
+"""Continuous batching for the server: concurrent requests (HELM runs `-n` client threads) share decoding steps.
 
-A worker thread takes the first waiting request, waits up to `wait_ms` for more (at most `max_batch_size`), runs
-them as one batch through the Engine and hands each caller its own response. Requests are validated before they
-queue, so one bad request gets its 422 and never fails a batch.
+One worker thread owns the running batch. Between two steps it admits waiting requests into free slots (at most
+`max_batch_size` rows run at once), and a request leaves the batch at the step it finishes, so its caller is answered
+while the others go on. When idle, it waits `wait_ms` after the first request for others to start together.
+Requests are validated in the caller's thread before they queue, so one bad request gets its 422 and never fails
+its neighbours.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import List
+from typing import List, Optional, Tuple
 
 from lec.serve.api import ProcessRequest
-from lec.serve.engine import Engine
+from lec.serve.engine import Batch, Engine, Row
 
 log = logging.getLogger(__name__)
 
@@ -23,32 +25,55 @@ log = logging.getLogger(__name__)
 class Batcher:
     def __init__(self, engine: Engine, max_batch_size: int = 8, wait_ms: float = 5.0):
         self.engine, self.max_batch_size, self.wait_s = engine, max(1, max_batch_size), wait_ms / 1000
-        self._queue: "queue.Queue[Tuple[tuple, Future]]" = queue.Queue()
-        self.batches: List[int] = []  # sizes of the batches run so far (for tests and /health)
+        self._queue: "queue.Queue[Tuple[Row, Future]]" = queue.Queue()
+        self.steps = 0  # forward steps run, and the rows they carried (mean batch size for /health and tests)
+        self.row_steps = 0
         threading.Thread(target=self._loop, name="lec-batcher", daemon=True).start()
 
     def submit(self, req: ProcessRequest) -> dict:
-        item = (req, *self.engine.check(req))  # RequestError here, in the caller's thread
+        row = self.engine.row(req)  # RequestError here, in the caller's thread
         fut: Future = Future()
-        self._queue.put((item, fut))
-        return fut.result()
+        self._queue.put((row, fut))
+        fut.result()
+        return self.engine.respond(row)  # built in the caller's thread: the worker goes on decoding
 
-    def _loop(self) -> None:
-        while True:
-            batch = [self._queue.get()]
+    def _admit(self, running: int) -> List[Tuple[Row, Future]]:
+        """Waiting requests for the free slots: block for the first one only when nothing is running."""
+        joining: List[Tuple[Row, Future]] = []
+        if running == 0:
+            joining.append(self._queue.get())
             deadline = time.monotonic() + self.wait_s
-            while len(batch) < self.max_batch_size:
+            while len(joining) < self.max_batch_size:
                 try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    joining.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            self.batches.append(len(batch))
+            return joining
+        while running + len(joining) < self.max_batch_size:
             try:
-                results = self.engine.run_checked([item for item, _ in batch])
-            except Exception as err:  # a model failure fails this batch's callers, not the server
-                log.exception("batch of %d failed", len(batch))
-                for _, fut in batch:
+                joining.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return joining
+
+    def _loop(self) -> None:
+        batch: Optional[Batch] = None
+        waiting: List[Tuple[Row, Future]] = []  # admitted rows whose callers have not been answered yet
+        while True:
+            joining = self._admit(len(batch.rows) if batch else 0)
+            waiting += joining
+            try:
+                with self.engine.lock:
+                    batch = self.engine.step(batch, [row for row, _ in joining])
+            except Exception as err:  # a model failure fails the requests in flight, not the server
+                log.exception("decoding step failed for %d requests", len(waiting))
+                for _, fut in waiting:
                     fut.set_exception(err)
+                batch, waiting = None, []
                 continue
-            for (_, fut), res in zip(batch, results):
-                fut.set_result(res)
+            self.steps += 1
+            self.row_steps += len(waiting)
+            for row, fut in waiting:
+                if row.done:
+                    fut.set_result(None)
+            waiting = [(row, fut) for row, fut in waiting if not row.done]

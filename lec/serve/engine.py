@@ -1,14 +1,15 @@
 """Text generation with the numbers HELM reads: per-token logprobs, top-k alternatives, stop sequences, echo —
-for a batch of requests at once (the dynamic batcher groups concurrent HELM requests; a single request is a batch
-of one, so there is one code path).
+for a continuously batched set of requests (a single request is a batch of one, so there is one code path).
 
 Rules (../shared/research/helm_challenge.md §1.3–§1.4, where the challenge's sample servers went wrong):
 - temperature ≤ 1e-6 is greedy (HELM maps temperature 0 to 1e-7);
 - logprobs come from the untempered log-softmax, aligned to the next token (logits at t score token t+1);
 - stop sequences are applied here: HELM's HTTP client does not truncate, so "B\\n\\nQuestion…" would score 0;
 - generation stops at EOS; `echo_prompt` returns the prompt's tokens with their logprobs, also for 0 new tokens.
-Batching: prompts are left-padded with an attention mask and matching position ids, so each row computes what it
-would alone; a finished row stops contributing tokens while the others go on.
+Continuous batching: `Engine.step` advances every running request by one token. Requests join between steps (their
+prompts prefilled in one left-padded pass, then their KV cache left-padded onto the running one) and leave as soon
+as they finish, so a 1-token MMLU request never waits for a 64-token GSM answer and a slot never idles. Every row
+has its own attention mask and position ids, so it computes what it would alone (tested against one-at-a-time).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
 
+from lec.data.templates import chat_prompt
 from lec.serve.api import ProcessRequest
 
 GREEDY_TEMPERATURE = 1e-6
@@ -37,7 +41,9 @@ class Step:
 
 
 @dataclass
-class _Row:
+class Row:
+    """One request in flight: its prompt, limits, and the steps decoded so far."""
+
     req: ProcessRequest
     prompt_ids: List[int]
     max_new: int
@@ -49,6 +55,19 @@ class _Row:
 
 
 @dataclass
+class Batch:
+    """Rows decoded together: one KV cache (rows left-padded to a common width), the attention mask over it, each
+    row's position of its last token, the logits for every row's next token, and the tokens picked from them."""
+
+    rows: List[Row]
+    cache: Optional[DynamicCache]
+    mask: torch.Tensor
+    last_pos: torch.Tensor
+    logits: torch.Tensor
+    next_ids: Optional[torch.Tensor] = None
+
+
+@dataclass
 class PromptFormat:
     """A model's serving-side prompt wrapper and answer clean-up (e.g. the 4090 winner's): identity by default."""
 
@@ -56,8 +75,15 @@ class PromptFormat:
     if_blank_lines_below: Optional[int] = None  # wrap only prompts with fewer "\n\n" separators than this
     cut_at: Optional[str] = None
     strip_prefixes: Tuple[str, ...] = ()
+    chat_tokenizer: Any = None  # data.template=chat: HELM's prompt is the user turn of the model's chat template
+
+    @property
+    def adds_special_tokens(self) -> bool:
+        return self.chat_tokenizer is None  # a chat template writes its own BOS
 
     def wrap(self, prompt: str) -> str:
+        if self.chat_tokenizer is not None:  # the very function training rendered its prompts with
+            return chat_prompt(self.chat_tokenizer, [{"role": "user", "content": prompt}])
         if self.template is None:
             return prompt
         if self.if_blank_lines_below is not None and prompt.count("\n\n") >= self.if_blank_lines_below:
@@ -85,21 +111,31 @@ class Engine:
         self.context = context
         self.max_new_tokens_limit = max_new_tokens_limit
         self.device = next(model.parameters()).device
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # one decoding step at a time
         # HF fast tokenizers keep truncation settings as shared state: calls with and without truncation from
         # different threads would change each other's results, so every encode goes through this lock.
         self._tok_lock = threading.Lock()
         self._special = set(tokenizer.all_special_ids)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.pad_id is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token: set model.pad_token in the model config")
         # Text of every single token, decoded once: the per-step top-k alternatives read it instead of decoding.
-        self._piece = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+        # The output layer can be wider than the tokenizer (Qwen pads it to a multiple of 128): those ids read "".
+        pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+        width = model.get_output_embeddings().weight.shape[0]
+        self._piece = pieces + [""] * max(0, width - len(pieces))
+        # Tokens the prompt wrapper adds, +2 because BPE merges across its two joins can each shift the count by
+        # one. HELM is told a context this much shorter (prod_env), so a prompt it fitted still fits once wrapped.
+        wrapped = self.tokenize(self.format.wrap(""), truncation=False, specials=self.format.adds_special_tokens)
+        extra = len(wrapped) - len(self.tokenize("", truncation=False))
+        self.wrapper_tokens = extra + 2 if extra > 0 else 0
 
     # --- tokenizer endpoints -------------------------------------------------------------------------------------
 
-    def tokenize(self, text: str, truncation: bool = True, max_length: int = 2048) -> List[int]:
+    def tokenize(self, text: str, truncation: bool = True, max_length: int = 2048, specials: bool = True) -> List[int]:
         # Truncation keeps the first max_length tokens (HELM's window service truncates from the right).
         with self._tok_lock:
-            ids = self.tokenizer(text).input_ids
+            ids = self.tokenizer(text, add_special_tokens=specials).input_ids
         return ids[:max_length] if truncation else ids
 
     def decode(self, tokens: List[int]) -> str:
@@ -110,8 +146,11 @@ class Engine:
     def check(self, req: ProcessRequest) -> Tuple[List[int], int]:
         """Validate against the model: (prompt ids, new tokens allowed) or RequestError."""
         # The wrapper applies to generation only: an echoed prompt is scored as HELM sent it.
-        prompt = req.prompt if req.echo_prompt else self.format.wrap(req.prompt)
-        prompt_ids = self.tokenize(prompt, truncation=False)
+        if req.echo_prompt:
+            prompt_ids = self.tokenize(req.prompt, truncation=False)
+        else:
+            fmt = self.format
+            prompt_ids = self.tokenize(fmt.wrap(req.prompt), truncation=False, specials=fmt.adds_special_tokens)
         if not prompt_ids:
             raise RequestError("the prompt encodes to no tokens; send a non-empty prompt")
         if len(prompt_ids) + (1 if req.max_new_tokens > 0 else 0) > self.context:
@@ -123,27 +162,51 @@ class Engine:
             raise RequestError(f"max_new_tokens={req.max_new_tokens} exceeds this server's limit {self.max_new_tokens_limit}")
         return prompt_ids, min(req.max_new_tokens, self.context - len(prompt_ids))
 
+    def row(self, req: ProcessRequest) -> Row:
+        """A validated request, ready to join a batch (RequestError if the model cannot serve it)."""
+        prompt_ids, max_new = self.check(req)
+        gen = torch.Generator(device=self.device).manual_seed(req.seed) if req.seed is not None else None
+        return Row(req, prompt_ids, max_new, time.perf_counter(), gen)
+
     def process(self, req: ProcessRequest) -> dict:
         return self.process_batch([req])[0]
 
     def process_batch(self, reqs: List[ProcessRequest]) -> List[dict]:
-        """Responses for a batch of requests (RequestError if one cannot be served)."""
-        return self.run_checked([(req, *self.check(req)) for req in reqs])
+        """Responses for requests that arrive together: decoded as one batch until the last one finishes."""
+        rows = [self.row(req) for req in reqs]
+        with self.lock:
+            batch = self.step(None, rows)
+            while batch is not None:
+                batch = self.step(batch)
+        return [self.respond(r) for r in rows]
 
-    def run_checked(self, items: List[Tuple[ProcessRequest, List[int], int]]) -> List[dict]:
-        """Responses for (request, prompt ids, new tokens allowed) triples that `check` produced."""
-        rows = []
-        for req, prompt_ids, max_new in items:
-            gen = None
-            if req.seed is not None:
-                gen = torch.Generator(device=self.device).manual_seed(req.seed)
-            rows.append(_Row(req, prompt_ids, max_new, time.perf_counter(), gen))
-        with self._lock:
-            self._run(rows)
-        return [self._response(r) for r in rows]
+    # --- continuous batching -------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def _run(self, rows: List[_Row]) -> None:
+    def step(self, batch: Optional[Batch], joining: Sequence[Row] = ()) -> Optional[Batch]:
+        """One scheduling step: prefill the joining rows into the batch, pick every row's next token, drop the rows
+        that finished (their `done` is set) and run the model once on the rest. Returns the batch still running,
+        or None. Callers hold no lock between steps, so a server admits new requests at every token."""
+        if joining:
+            new = self._prefill(list(joining))
+            live = [i for i, r in enumerate(new.rows) if not r.done]  # echo-only rows finish at prefill
+            if len(live) < len(new.rows) and live:
+                new = self._select(new, live)
+            if live:
+                batch = self._merge(batch, new)
+        if batch is None:
+            return None
+        self._pick(batch)
+        keep = [i for i, r in enumerate(batch.rows) if not r.done]
+        if not keep:
+            return None
+        if len(keep) < len(batch.rows):
+            batch = self._select(batch, keep)
+        self._advance(batch)
+        return batch
+
+    def _prefill(self, rows: List[Row]) -> Batch:
+        """The prompts of new rows in one left-padded forward pass (each row computes what it would alone)."""
         n, longest = len(rows), max(len(r.prompt_ids) for r in rows)
         ids = torch.full((n, longest), self.pad_id, dtype=torch.long)
         mask = torch.zeros((n, longest), dtype=torch.long)
@@ -152,43 +215,73 @@ class Engine:
             mask[i, longest - len(r.prompt_ids):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        need_cache = any(r.max_new > 0 for r in rows)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=need_cache)
+        echo = any(r.req.echo_prompt for r in rows)
+        cache = DynamicCache() if any(r.max_new > 0 for r in rows) else None
+        # Only echo needs the prompt's logits; otherwise the last position's are enough (a vocab-sized row each).
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=cache is not None, logits_to_keep=0 if echo else 1)  # fmt: skip
         logits = out.logits.float()
         for i, r in enumerate(rows):
             if r.req.echo_prompt:
                 self._echo(r, logits[i, longest - len(r.prompt_ids):])
             r.done = r.max_new == 0
-        past, next_logits = out.past_key_values, logits[:, -1]
-        last_pos = positions[:, -1]
-        while not all(r.done for r in rows):
-            logp = torch.log_softmax(next_logits, dim=-1)
-            greedy = logp.argmax(-1)
-            k = max(r.req.top_k_per_token for r in rows if not r.done)
-            top_v, top_i = (x.tolist() for x in torch.topk(logp, k, dim=-1))
-            chosen = torch.full((n,), self.pad_id, dtype=torch.long, device=self.device)
-            for i, r in enumerate(rows):
-                if r.done:
-                    continue
-                sampled = r.req.temperature > GREEDY_TEMPERATURE
-                tok = self._sample(next_logits[i], r) if sampled else int(greedy[i])
-                if tok == self.tokenizer.eos_token_id:
-                    r.done = True
-                    continue
-                kk = r.req.top_k_per_token
-                r.steps.append(Step(tok, float(logp[i, tok]), self._top(top_v[i][:kk], top_i[i][:kk])))
-                chosen[i] = tok
-                if len(r.steps) >= r.max_new or self._hit_stop(r):
-                    r.done = True
-            if all(r.done for r in rows):
-                break
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=self.device)], dim=1)
-            last_pos = last_pos + 1
-            out = self.model(input_ids=chosen[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                             past_key_values=past, use_cache=True)  # fmt: skip
-            past, next_logits = out.past_key_values, out.logits[:, -1].float()
+        return Batch(rows, cache, mask, positions[:, -1], logits[:, -1])
 
-    def _hit_stop(self, r: _Row) -> bool:
+    def _merge(self, a: Optional[Batch], b: Batch) -> Batch:
+        """One batch from two: the shorter cache is left-padded (masked) to the longer; positions stay per row."""
+        if a is None:
+            return b
+        width = max(a.mask.shape[1], b.mask.shape[1])
+        pad = lambda t, dim: F.pad(t, (0, 0) * (t.dim() - dim - 1) + (width - t.shape[dim], 0))  # noqa: E731
+        for la, lb in zip(a.cache.layers, b.cache.layers):
+            la.keys = torch.cat([pad(la.keys, 2), pad(lb.keys, 2)])
+            la.values = torch.cat([pad(la.values, 2), pad(lb.values, 2)])
+        return Batch(a.rows + b.rows, a.cache, torch.cat([pad(a.mask, 1), pad(b.mask, 1)]),
+                     torch.cat([a.last_pos, b.last_pos]), torch.cat([a.logits, b.logits]))  # fmt: skip
+
+    def _select(self, batch: Batch, keep: List[int]) -> Batch:
+        """The batch without its finished rows; columns that are padding for every remaining row are dropped."""
+        idx = torch.tensor(keep, device=self.device)
+        mask = batch.mask[idx]
+        first = int(mask.any(0).int().argmax())
+        for layer in batch.cache.layers if batch.cache is not None else ():
+            layer.keys, layer.values = layer.keys[idx, :, first:], layer.values[idx, :, first:]
+        next_ids = None if batch.next_ids is None else batch.next_ids[idx]
+        return Batch([batch.rows[i] for i in keep], batch.cache, mask[:, first:], batch.last_pos[idx],
+                     batch.logits[idx], next_ids)  # fmt: skip
+
+    def _pick(self, batch: Batch) -> None:
+        """Each running row's next token (greedy or sampled), its untempered logprob and top-k alternatives."""
+        logp = torch.log_softmax(batch.logits, dim=-1)
+        greedy = logp.argmax(-1).tolist()
+        k = max((r.req.top_k_per_token for r in batch.rows if not r.done), default=1)
+        top_v, top_i = (x.tolist() for x in torch.topk(logp, k, dim=-1))
+        chosen = [self.pad_id] * len(batch.rows)
+        for i, r in enumerate(batch.rows):
+            if r.done:
+                continue
+            sampled = r.req.temperature > GREEDY_TEMPERATURE
+            tok = self._sample(batch.logits[i], r) if sampled else greedy[i]
+            if tok == self.tokenizer.eos_token_id:
+                r.done = True
+                continue
+            kk = r.req.top_k_per_token
+            r.steps.append(Step(tok, float(logp[i, tok]), self._top(top_v[i][:kk], top_i[i][:kk])))
+            chosen[i] = tok
+            if len(r.steps) >= r.max_new or self._hit_stop(r):
+                r.done = True
+        batch.next_ids = torch.tensor(chosen, device=self.device)
+
+    def _advance(self, batch: Batch) -> None:
+        """Feed every row its picked token: one forward pass over the cache, the next logits."""
+        n = len(batch.rows)
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((n, 1))], dim=1)
+        batch.last_pos = batch.last_pos + 1
+        out = self.model(input_ids=batch.next_ids[:, None], attention_mask=batch.mask,
+                         position_ids=batch.last_pos[:, None], past_key_values=batch.cache, use_cache=True)  # fmt: skip
+        batch.logits = out.logits[:, -1].float()
+
+    def _hit_stop(self, r: Row) -> bool:
         """Does the completion now contain a stop sequence? Only the tail can hold a new one: decode just that."""
         stops = r.req.stop_sequences
         if not stops:
@@ -197,7 +290,7 @@ class Engine:
         text = self._text(r.steps[-tail:])
         return any(s and s in text for s in stops)
 
-    def _echo(self, r: _Row, logits: torch.Tensor) -> None:
+    def _echo(self, r: Row, logits: torch.Tensor) -> None:
         """Prompt tokens with logprobs: row t of the prompt's logits scores prompt token t+1."""
         logp = torch.log_softmax(logits[:-1], dim=-1)
         top_v, top_i = (x.tolist() for x in torch.topk(logp, r.req.top_k_per_token, dim=-1))
@@ -206,7 +299,7 @@ class Engine:
         if r.prompt_ids and r.prompt_ids[0] not in self._special:  # no BOS: the first token has no context
             r.prompt_steps.insert(0, Step(r.prompt_ids[0], 0.0, {}))
 
-    def _sample(self, logits: torch.Tensor, r: _Row) -> int:
+    def _sample(self, logits: torch.Tensor, r: Row) -> int:
         """Temperature, then top-k, then top-p (nucleus) truncation; seeded per request when it gives a seed."""
         req = r.req
         scores = logits / req.temperature
@@ -248,7 +341,7 @@ class Engine:
             length += len(piece)
         return text[:cut], kept
 
-    def _response(self, r: _Row) -> dict:
+    def respond(self, r: Row) -> dict:
         text, steps = self._cut(r.steps, r.req.stop_sequences)
         text = self.format.clean(text)  # the answer text; tokens stay what the model generated
         tokens = [self._token(s) for s in steps]

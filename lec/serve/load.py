@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from lec.config import Device, LecConfig
+from lec.config import Device, LecConfig, Template
 from lec.models import load_model, load_tokenizer
 from lec.data.templates import serving_template
 from lec.serve.engine import Engine, PromptFormat
@@ -37,7 +37,8 @@ def load_engine(cfg: LecConfig, base: Optional[str] = None, adapter: Optional[st
         model = model.to("cuda")
     # Serve with the template the model was trained with, unless the config names a serving template itself.
     template = cfg.serve.prompt_template or serving_template(cfg.data.template)
+    chat = cfg.data.template is Template.chat and not cfg.serve.prompt_template
     fmt = PromptFormat(template, cfg.serve.template_if_blank_lines_below, cfg.serve.cut_at,
-                       tuple(cfg.serve.strip_prefixes))  # fmt: skip
+                       tuple(cfg.serve.strip_prefixes), chat_tokenizer=tokenizer if chat else None)  # fmt: skip
     return Engine(model, tokenizer, context=cfg.model.max_seq_len,
                   max_new_tokens_limit=cfg.serve.max_new_tokens_limit, prompt_format=fmt)  # fmt: skip

@@ -15,7 +15,7 @@ from typing import Callable, Dict, List
 import torch
 
 from lec.config import LecConfig
-from lec.data.templates import render
+from lec.data.templates import adds_special_tokens, render
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # label id the loss skips (prompt tokens when mask_prompt, sample boundaries when packed)
@@ -25,9 +25,10 @@ def encode(rows: List[Dict[str, str]], tokenizer, cfg: LecConfig) -> List[Dict[s
     """Token ids + labels per row; the prompt is masked when data.mask_prompt, EOS ends every response."""
     max_len = min(cfg.hardware.max_seq_len, cfg.model.max_seq_len)
     out, too_long = [], 0
+    specials = adds_special_tokens(cfg.data.template)
     for row in rows:
-        prompt, response = render(cfg.data.template, row)
-        p = tokenizer(prompt).input_ids
+        prompt, response = render(cfg.data.template, row, tokenizer)
+        p = tokenizer(prompt, add_special_tokens=specials).input_ids
         r = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         if len(p) >= max_len - 1:  # nothing of the response would be left to learn from
             too_long += 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from lec.serve.api import ProcessRequest
+from lec.serve.api import ProcessRequest, ProcessResponse
 from lec.serve.app import create_app
 
 
@@ -32,6 +32,7 @@ def test_process_answers_what_helm_sends_and_parses(client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert set(body) == {"text", "tokens", "logprob", "request_time"}
+    assert ProcessResponse.model_validate(body).model_dump() == body  # the server writes the dict unvalidated
     assert all(set(t) == {"text", "logprob", "top_logprob"} for t in body["tokens"])
     assert all(1 <= len(t["top_logprob"]) <= 5 for t in body["tokens"])  # ids that decode alike share a key
     assert body["logprob"] == pytest.approx(sum(t["logprob"] for t in body["tokens"]))
@@ -168,3 +169,25 @@ def test_serving_uses_the_training_template(default_cfg, tiny_dir):
     eng = load_engine(cfg, base=str(tiny_dir))
     assert eng.format.wrap("Say hi").endswith("### Instruction:\nSay hi\n\n### Response:\n")
     assert load_engine(default_cfg, base=str(tiny_dir)).format.wrap("Say hi") == "Say hi"  # raw template
+
+
+@pytest.mark.parametrize("template", ["alpaca", "chat"])
+def test_a_prompt_helm_fitted_to_the_reported_context_still_fits_once_wrapped(tiny_dir, template):
+    """prod_env's max_sequence_length = context - wrapper_tokens (from /health): the longest prompt HELM would send
+    for a 1-token answer is accepted after the server wraps it."""
+    from lec import config
+    from lec.serve.load import load_engine
+
+    cfg = config.compose([f"data.template={template}", "model.max_seq_len=256"])
+    eng = load_engine(cfg, base=str(tiny_dir))
+    health = TestClient(create_app(eng)).get("/health").json()
+    room = eng.context - eng.wrapper_tokens - 1  # HELM leaves max_tokens=1 of its context for the answer
+    assert health["wrapper_tokens"] == eng.wrapper_tokens > 5 and room > 100
+    prompt = eng.decode(eng.tokenize("12 40 77 93 " * 40, specials=False)[:room])
+    assert len(eng.tokenize(prompt, specials=False)) <= room
+    ids, max_new = eng.check(ProcessRequest(prompt=prompt, max_new_tokens=1))
+    assert len(ids) + max_new <= eng.context and max_new == 1
+
+
+def test_raw_serving_reserves_nothing(engine):
+    assert engine.wrapper_tokens == 0

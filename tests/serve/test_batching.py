@@ -1,8 +1,9 @@
-"""Dynamic batching: concurrent requests share padded batches, with results identical to one-at-a-time greedy."""
+"""Continuous batching: concurrent requests share decoding steps, with results identical to one-at-a-time greedy."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -59,3 +60,54 @@ def test_a_bad_request_does_not_fail_its_batch_neighbours(engine):
     with cf.ThreadPoolExecutor(6) as pool:
         codes = list(pool.map(lambda b: client.post("/process", json=b).status_code, bodies))
     assert codes == [422, 200] * 3
+
+
+def _solo(engine, req: ProcessRequest) -> list:
+    return [(t["text"], round(t["logprob"], 4)) for t in engine.process(req)["tokens"]]
+
+
+def test_a_request_joining_mid_decode_gets_its_solo_result(engine):
+    """Continuous batching: a row prefilled into a running batch (its cache left-padded onto the others') decodes
+    exactly what it would alone, and so do the rows already running."""
+    long, late = _req(PROMPTS[3], max_new_tokens=30), _req(PROMPTS[1], max_new_tokens=8, top_k_per_token=3)
+    rows = [engine.row(long)]
+    batch = engine.step(None, rows)
+    for _ in range(5):
+        batch = engine.step(batch)
+    rows.append(engine.row(late))
+    batch = engine.step(batch, [rows[1]])
+    while batch is not None:
+        batch = engine.step(batch)
+    for row, req in zip(rows, (long, late)):
+        got = [(t["text"], round(t["logprob"], 4)) for t in engine.respond(row)["tokens"]]
+        assert got == _solo(engine, req)
+
+
+def test_a_finished_row_leaves_and_its_padding_columns_go_with_it(engine):
+    """The long prompt's row finishes after one token; the short one's cache then shrinks to its own length."""
+    short, long = engine.row(_req(PROMPTS[2], max_new_tokens=6)), engine.row(_req(PROMPTS[3], max_new_tokens=1))
+    batch = engine.step(None, [short, long])
+    assert long.done and batch.rows == [short]
+    # prompt + the first picked token, already fed: no column of the long prompt's padding is left
+    assert batch.mask.shape[1] == batch.cache.get_seq_length() == len(short.prompt_ids) + 1
+    assert bool(batch.mask.all())
+    while batch is not None:
+        batch = engine.step(batch)
+    assert [(t["text"], round(t["logprob"], 4)) for t in engine.respond(short)["tokens"]] == _solo(
+        engine, _req(PROMPTS[2], max_new_tokens=6)
+    )
+
+
+def test_a_short_request_is_answered_while_a_long_one_decodes(engine):
+    """The server answers a 1-token request as soon as it is done, not when its batch neighbour finishes."""
+    from lec.serve.batcher import Batcher
+
+    batcher = Batcher(engine, max_batch_size=8, wait_ms=0)
+    with cf.ThreadPoolExecutor(1) as pool:
+        long = pool.submit(batcher.submit, _req(PROMPTS[3], max_new_tokens=400))
+        while batcher.steps < 3 and not long.done():  # the long request is decoding
+            time.sleep(0.001)
+        short = batcher.submit(_req(PROMPTS[1], max_new_tokens=1))
+        assert not long.done()
+        assert len(short["tokens"]) == 1
+        assert len(long.result()["tokens"]) > 1
