@@ -334,8 +334,8 @@ class ServeConfig:
 
     host: str = "127.0.0.1"
     port: int = 0  # 0 = pick a free port
-    max_batch_size: int = 8
-    batch_wait_ms: float = 5.0  # how long the batcher waits to fill a batch
+    max_batch_size: int = 8  # rows decoded together (continuous batching); HELM's -n client threads fill them
+    batch_wait_ms: float = 5.0  # when idle, how long the first request waits for others to start with it
     max_new_tokens_limit: int = 2048
     startup_timeout_s: float = 180.0
     # Per-model prompt wrapper and answer clean-up, as some finalists' servers did (off by default):

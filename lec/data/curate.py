@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from lec.config import CurationConfig, LecConfig, LengthAction, Template
-from lec.data import decontam, dedup
+from lec.data import decontam, dedup, ngrams
 from lec.data.templates import adds_special_tokens, chat_prompt, render
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class Context:
     tokenizer: Any = None
     max_tokens: Optional[int] = None
     eval_instances: Optional[decontam.EvalInstances] = None
+    words: ngrams.WordCache = field(default_factory=ngrams.WordCache)  # row texts tokenised once for both steps
 
 
 def text_of(row: Dict[str, str]) -> str:
@@ -132,10 +133,8 @@ def _length(rows, cfg: CurationConfig, ctx: Context, rep: StepReport) -> Dict[in
             continue
         cut = tok.decode(r[:room])
         row = rows[i]
-        if ctx.template is Template.plain:
-            row["text"] = cut
-        elif ctx.template is Template.guanaco:
-            row["text"] = pairs[i][0] + cut
+        if "text" in row:  # plain, guanaco and chat threads: the response is the text's tail
+            row["text"] = row["text"][: len(row["text"]) - len(pairs[i][1])] + cut
         else:
             row["output"] = cut
         rep.truncated += 1
@@ -153,7 +152,8 @@ def _exact(rows, cfg: CurationConfig, ctx: Context, rep: StepReport) -> Dict[int
 
 def _near(rows, cfg: CurationConfig, ctx: Context, rep: StepReport) -> Dict[int, str]:
     c = cfg.near_dedup
-    found = dedup.near_duplicates([text_of(r) for r in rows], c.ngram, c.num_perm, c.bands, c.threshold, c.seed)
+    texts = [text_of(r) for r in rows]
+    found = dedup.near_duplicates(texts, c.ngram, c.num_perm, c.bands, c.threshold, c.seed, ctx.words)
     rep.note = f"MinHash {c.num_perm} perms over word {c.ngram}-grams, {c.bands} LSH bands, Jaccard ≥ {c.threshold}"
     return {i: f"near-duplicate of row {k} ({rows[k]['source']}): {text_of(rows[k])[:120]!r}" for i, k in found.items()}
 
@@ -164,7 +164,7 @@ def _decontam(rows, cfg: CurationConfig, ctx: Context, rep: StepReport) -> Dict[
         rep.note = "NOT RUN: " + (inst.note if inst else "no eval instances given (build_mixture without them)")
         return {}
     c = cfg.decontam
-    hits = decontam.contaminated([text_of(r) for r in rows], inst, c.ngram, c.min_tokens)
+    hits = decontam.contaminated([text_of(r) for r in rows], inst, c.ngram, c.min_tokens, ctx.words)
     rep.note = f"{c.ngram}-gram overlap with {inst.note}"
     return {i: f"overlaps eval instance in {inst.origin[u]}: {inst.units[u][:160]!r}" for i, u in hits.items()}
 

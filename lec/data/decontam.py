@@ -84,13 +84,15 @@ def smoke_instances(synthetic) -> EvalInstances:
     return inst
 
 
-def contaminated(texts: List[str], inst: EvalInstances, n: int = 13, min_tokens: int = 8) -> Dict[int, int]:
-    """{training text index: index of an eval instance it overlaps} for every contaminated text."""
+def contaminated(texts: List[str], inst: EvalInstances, n: int = 13, min_tokens: int = 8,
+                 cache: Optional[ngrams.WordCache] = None) -> Dict[int, int]:  # fmt: skip
+    """{training text index: index of an eval instance it overlaps} for every contaminated text. `cache`: word
+    hashes the near-dedup step already computed for these texts."""
     if not inst.units or not texts:
         return {}
-    memo: Dict[str, int] = {}
-    ew, eo = ngrams.word_hashes(inst.units, memo)
-    tw, to = ngrams.word_hashes(texts, memo)
+    cache = cache or ngrams.WordCache()
+    ew, eo = ngrams.word_hashes(inst.units, cache.memo)
+    tw, to = cache.hashes(texts)
     elen = ngrams.lengths(eo)
     hits: Dict[int, int] = {}
     sizes = [n] + sorted({int(x) for x in elen[(elen >= min_tokens) & (elen < n)]}, reverse=True)

@@ -8,7 +8,7 @@ of the positions (the MinHash estimate of Jaccard similarity) → connected grou
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -35,9 +35,10 @@ def exact_duplicates(rows: Sequence[Dict[str, str]], key: List[str], keep: Dedup
     return dropped
 
 
-def signatures(texts: Sequence[str], ngram: int, num_perm: int, seed: int) -> np.ndarray:
+def signatures(texts: Sequence[str], ngram: int, num_perm: int, seed: int,
+               cache: Optional[ngrams.WordCache] = None) -> np.ndarray:  # fmt: skip
     """(len(texts), num_perm) uint64 MinHash signatures; a text with no words gets all-max (never a candidate)."""
-    words, offsets = ngrams.word_hashes(texts, {})
+    words, offsets = (cache or ngrams.WordCache()).hashes(texts)
     sh, row = ngrams.windows(words, offsets, ngram)
     # texts shorter than `ngram` words: their whole word sequence is their one shingle
     short = [i for i, k in enumerate(ngrams.lengths(offsets)) if 0 < k < ngram]
@@ -63,12 +64,13 @@ def signatures(texts: Sequence[str], ngram: int, num_perm: int, seed: int) -> np
 
 
 def near_duplicates(texts: Sequence[str], ngram: int = 5, num_perm: int = 128, bands: int = 16,
-                    threshold: float = 0.7, seed: int = 1) -> Dict[int, int]:  # fmt: skip
+                    threshold: float = 0.7, seed: int = 1,
+                    cache: Optional[ngrams.WordCache] = None) -> Dict[int, int]:  # fmt: skip
     """{dropped text: kept text} for texts whose estimated Jaccard similarity with a kept text is ≥ threshold."""
     n = len(texts)
     if n < 2:
         return {}
-    sig = signatures(texts, ngram, num_perm, seed)
+    sig = signatures(texts, ngram, num_perm, seed, cache)
     valid = sig[:, 0] != np.iinfo(np.uint64).max
     r = num_perm // bands
     firsts, others = [], []

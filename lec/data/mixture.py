@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from lec import progress
 from lec.config import DataConfig, SourceConfig, Template
 from lec.data.synthetic import GENERATORS
+from lec.data.templates import chat_messages
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,11 @@ def normalise(row: Dict[str, Any], src: SourceConfig, template: Template) -> Tup
     for key in ("text", "instruction", "output"):
         if key in out and not out[key].strip():
             return None, f"empty {key}"
+    if threads and template in (Template.guanaco, Template.chat):
+        try:
+            chat_messages(out)  # a thread with no answer to train on would fail training later
+        except ValueError as err:
+            return None, str(err)
     return out, ""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Dict, List, Sequence, Tuple
 
@@ -39,6 +40,34 @@ def word_hashes(texts: Sequence[str], memo: Dict[str, int]) -> Tuple[np.ndarray,
     return ids, offsets
 
 
+@dataclass
+class WordCache:
+    """Word hashes per distinct text, kept across curation steps: near-dedup and decontamination read the same row
+    texts, and tokenising them is most of either step's time (2.9 s of 4.8 s for decontaminating 100k rows)."""
+
+    memo: Dict[str, int] = field(default_factory=dict)  # word → hash
+    index: Dict[str, int] = field(default_factory=dict)  # text → its slot
+    words: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # every slot's words, concatenated
+    starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # slot → first word
+    lens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # slot → word count
+
+    def hashes(self, texts: Sequence[str]) -> Tuple[np.ndarray, np.ndarray]:
+        """What `word_hashes(texts)` returns, tokenising only texts this cache has not seen."""
+        new = [t for t in dict.fromkeys(texts) if t not in self.index]
+        if new:
+            w, o = word_hashes(new, self.memo)
+            self.index.update(zip(new, range(len(self.starts), len(self.starts) + len(new))))
+            self.starts = np.concatenate([self.starts, o[:-1] + len(self.words)])
+            self.lens = np.concatenate([self.lens, np.diff(o)])
+            self.words = np.concatenate([self.words, w])
+        slot = np.fromiter(map(self.index.__getitem__, texts), dtype=np.int64, count=len(texts))
+        lens = self.lens[slot]
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        gather = np.repeat(self.starts[slot] - offsets[:-1], lens) + np.arange(offsets[-1])  # slot word → out word
+        return self.words[gather], offsets
+
+
 def mix(h: np.ndarray) -> np.ndarray:
     """fmix64: spreads the rolling hash's bits (so its low/high bits are usable for MinHash and buckets)."""
     h = h ^ (h >> np.uint64(33))
@@ -58,7 +87,7 @@ def windows(words: np.ndarray, offsets: np.ndarray, n: int) -> Tuple[np.ndarray,
         for k in range(1, n):
             h = h * _P + words[k : k + total]  # wraps mod 2^64 by design
         h = mix(h)
-    row = np.searchsorted(offsets, np.arange(total), side="right") - 1
+    row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))[:total]  # the text each window starts in
     inside = offsets[row + 1] - np.arange(total) >= n  # the window ends before the next text starts
     return h[inside], row[inside]
 

@@ -39,6 +39,8 @@ def adds_special_tokens(template: Template) -> bool:
 
 def chat_prompt(tokenizer, messages: List[Dict[str, str]]) -> str:
     """The model's own chat template (tokenizer.apply_chat_template) up to the assistant's turn."""
+    if tokenizer is None:
+        raise ValueError("data.template=chat renders with the model's tokenizer, and none was given")
     if not getattr(tokenizer, "chat_template", None):
         name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         raise ValueError(
@@ -52,7 +54,9 @@ def chat_messages(row: Dict[str, str]) -> List[Dict[str, str]]:
     """A row as chat messages; the last one is the assistant answer trained on. Threads in the
     "### Human: … ### Assistant: …" layout (OASST1, guanaco) keep every turn."""
     if "text" in row:
-        parts = re.split(r"### (Human|Assistant):[ ]?", row["text"])[1:]  # [role, content, role, content, …]
+        head, *parts = re.split(r"### (Human|Assistant):[ ]?", row["text"])  # head, role, content, role, content, …
+        if head.strip():
+            raise ValueError("thread text must start with '### Human:'")
         messages = [{"role": "user" if role == "Human" else "assistant", "content": content}
                     for role, content in zip(parts[::2], parts[1::2])]  # fmt: skip
         if not messages or messages[-1]["role"] != "assistant":

@@ -64,9 +64,9 @@ def evaluate(
     tokenizer = _special_tokens(cfg, base_dir)
     with serving(specs, timeout_s=cfg.serve.startup_timeout_s) as urls:
         # HELM fits prompts to max_sequence_length; the server's prompt template (data.template / serve.prompt_template)
-        # adds tokens, so HELM is told the context minus what the server reports its wrapper needs.
-        context = [cfg.model.max_seq_len - requests.get(f"{url}/health", timeout=10).json()["wrapper_tokens"]
-                   for url in urls]  # fmt: skip
+        # adds tokens, so HELM is told the served context minus what the server reports its wrapper needs.
+        health = [requests.get(f"{url}/health", timeout=10).json() for url in urls]
+        context = [h["context"] - h["wrapper_tokens"] for h in health]
         served = [helm.ServedModel(label, url, n, *tokenizer) for (label, _), url, n in zip(models, urls, context)]
         helm.write_prod_env(helm_output / "prod_env", served)
         conf = helm_output / "run_entries.conf"

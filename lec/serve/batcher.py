@@ -16,6 +16,8 @@ import time
 from concurrent.futures import Future
 from typing import List, Optional, Tuple
 
+import torch
+
 from lec.serve.api import ProcessRequest
 from lec.serve.engine import Batch, Engine, Row
 
@@ -65,11 +67,16 @@ class Batcher:
             try:
                 with self.engine.lock:
                     batch = self.engine.step(batch, [row for row, _ in joining])
-            except Exception as err:  # a model failure fails the requests in flight, not the server
-                log.exception("decoding step failed for %d requests", len(waiting))
-                for _, fut in waiting:
-                    fut.set_exception(err)
+            except Exception as err:  # a model failure (e.g. OOM on a long prompt) fails the requests in flight,
+                log.exception("decoding step failed for %d requests", len(waiting))  # not the server
+                for row, fut in waiting:  # rows this step had finished are complete: answer them
+                    if row.done:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(err)
                 batch, waiting = None, []
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
                 continue
             self.steps += 1
             self.row_steps += len(waiting)

@@ -14,6 +14,7 @@ has its own attention mask and position ids, so it computes what it would alone 
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from dataclasses import dataclass, field
@@ -111,6 +112,9 @@ class Engine:
         self.context = context
         self.max_new_tokens_limit = max_new_tokens_limit
         self.device = next(model.parameters()).device
+        # Prefill asks for the last position's logits only (a vocab-sized row per prompt token otherwise), where the
+        # model's forward supports it (every transformers CausalLM does; remote code may not).
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.lock = threading.Lock()  # one decoding step at a time
         # HF fast tokenizers keep truncation settings as shared state: calls with and without truncation from
         # different threads would change each other's results, so every encode goes through this lock.
@@ -217,9 +221,9 @@ class Engine:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         echo = any(r.req.echo_prompt for r in rows)
         cache = DynamicCache() if any(r.max_new > 0 for r in rows) else None
-        # Only echo needs the prompt's logits; otherwise the last position's are enough (a vocab-sized row each).
+        keep = {"logits_to_keep": 0 if echo else 1} if self._keeps_logits else {}  # echo scores every prompt token
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=cache is not None, logits_to_keep=0 if echo else 1)  # fmt: skip
+                         use_cache=cache is not None, **keep)  # fmt: skip
         logits = out.logits.float()
         for i, r in enumerate(rows):
             if r.req.echo_prompt:

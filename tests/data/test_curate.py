@@ -203,3 +203,16 @@ def test_every_row_is_accounted_for(tmp_path):
 def test_bad_curation_config_fails_at_compose(bad):
     with pytest.raises(Exception, match="threshold|action|fraction|resample_epochs|LengthAction"):
         config.compose([bad])
+
+
+def test_word_cache_gives_what_word_hashes_gives_and_tokenises_each_text_once():
+    from lec.data import ngrams
+
+    first = ["The quick brown fox jumps.", "", "Question: 12 + 40?\nA. 52", "the quick brown fox jumps"]
+    later = first[2:] + ["A new text with new words", first[0], first[0]]
+    cache = ngrams.WordCache()
+    for texts in (first, later):
+        words, offsets = cache.hashes(texts)
+        want_words, want_offsets = ngrams.word_hashes(texts, {})
+        assert words.tolist() == want_words.tolist() and offsets.tolist() == want_offsets.tolist()
+    assert len(cache.index) == len(set(first) | set(later))  # each distinct text tokenised once

@@ -81,3 +81,30 @@ def test_chat_sources_may_be_threads_or_instruction_rows():
     thread_src, rows_src = SourceConfig(name="t", fields={"text": "text"}), SourceConfig(name="r")
     assert normalise(THREAD, thread_src, Template.chat) == (THREAD, "")
     assert normalise(ROW, rows_src, Template.chat) == (ROW, "")
+
+
+def test_threads_without_an_answer_are_bad_rows_not_a_crash():
+    from lec.config import SourceConfig
+
+    src = SourceConfig(name="t", fields={"text": "text"})
+    for template in (Template.chat, Template.guanaco):
+        assert normalise({"text": "### Human: only a question"}, src, template) == (
+            None, "thread row has no '### Assistant:' turn to train on")  # fmt: skip
+        assert normalise({"text": "preamble ### Human: q### Assistant: a"}, src, template)[0] is None
+
+
+def test_length_truncation_shortens_a_chat_thread_answer(tok):
+    from lec.config import CurationConfig, LengthAction
+    from lec.data.curate import Context, run_steps
+
+    cur = CurationConfig()
+    for step in ("language", "exact_dedup", "near_dedup", "decontam", "llm_generated"):
+        getattr(cur, step).enabled = False
+    cur.length.action = LengthAction.truncate
+    row = {"text": THREAD["text"][: -1] + "5 " * 200, "source": "t"}
+    (kept,), steps = run_steps([dict(row)], cur, Context(Template.chat, tok, 128))
+    assert next(s for s in steps if s.step == "length").truncated == 1 and set(kept) == {"text", "source"}
+    prompt, response = render(Template.chat, kept, tok)
+    assert prompt == render(Template.chat, row, tok)[0] and response.startswith("5 5")
+    total = len(tok(prompt, add_special_tokens=False).input_ids) + len(tok(response, add_special_tokens=False).input_ids)
+    assert 100 < total + 1 <= 128  # + EOS

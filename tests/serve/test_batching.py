@@ -111,3 +111,24 @@ def test_a_short_request_is_answered_while_a_long_one_decodes(engine):
         assert not long.done()
         assert len(short["tokens"]) == 1
         assert len(long.result()["tokens"]) > 1
+
+
+def test_a_failing_step_fails_the_requests_in_flight_and_the_server_goes_on(engine):
+    from lec.serve.batcher import Batcher
+    from lec.serve.engine import Engine
+
+    eng = Engine(engine.model, engine.tokenizer, context=engine.context)
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):  # the 3rd forward pass fails, as a CUDA OOM would
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return engine.model(*args, **kwargs)
+
+    eng.model = flaky
+    batcher = Batcher(eng, max_batch_size=8, wait_ms=0)
+    with pytest.raises(RuntimeError, match="simulated"):
+        batcher.submit(_req(PROMPTS[3], max_new_tokens=30))
+    after = batcher.submit(_req(PROMPTS[0], max_new_tokens=5))
+    assert after["text"] == engine.process(_req(PROMPTS[0], max_new_tokens=5))["text"]
