@@ -102,7 +102,8 @@ class PromptFormat:
 
 
 class Engine:
-    """One causal LM + tokenizer behind a lock; every public method is safe to call from server threads."""
+    """One causal LM + tokenizer. `tokenize`, `decode`, `row`, `respond` and `process*` are safe to call from server
+    threads; `step` runs under `lock` (the batcher's worker takes it for each step)."""
 
     def __init__(self, model, tokenizer, context: int, max_new_tokens_limit: int = 2048,
                  prompt_format: Optional[PromptFormat] = None):  # fmt: skip
@@ -190,7 +191,7 @@ class Engine:
     def step(self, batch: Optional[Batch], joining: Sequence[Row] = ()) -> Optional[Batch]:
         """One scheduling step: prefill the joining rows into the batch, pick every row's next token, drop the rows
         that finished (their `done` is set) and run the model once on the rest. Returns the batch still running,
-        or None. Callers hold no lock between steps, so a server admits new requests at every token."""
+        or None. Callers hold `lock` for a step, not between steps, so a server admits new requests at every token."""
         if joining:
             new = self._prefill(list(joining))
             live = [i for i, r in enumerate(new.rows) if not r.done]  # echo-only rows finish at prefill
