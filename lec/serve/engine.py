@@ -193,21 +193,13 @@ class Engine:
         that finished (their `done` is set) and run the model once on the rest. Returns the batch still running,
         or None. Callers hold `lock` for a step, not between steps, so a server admits new requests at every token."""
         if joining:
-            new = self._prefill(list(joining))
-            live = [i for i, r in enumerate(new.rows) if not r.done]  # echo-only rows finish at prefill
-            if len(live) < len(new.rows) and live:
-                new = self._select(new, live)
-            if live:
-                batch = self._merge(batch, new)
+            batch = self._merge(batch, self._running(self._prefill(list(joining))))  # echo-only rows end at prefill
         if batch is None:
             return None
         self._pick(batch)
-        keep = [i for i, r in enumerate(batch.rows) if not r.done]
-        if not keep:
-            return None
-        if len(keep) < len(batch.rows):
-            batch = self._select(batch, keep)
-        self._advance(batch)
+        batch = self._running(batch)
+        if batch is not None:
+            self._advance(batch)
         return batch
 
     def _prefill(self, rows: List[Row]) -> Batch:
@@ -232,10 +224,10 @@ class Engine:
             r.done = r.max_new == 0
         return Batch(rows, cache, mask, positions[:, -1], logits[:, -1])
 
-    def _merge(self, a: Optional[Batch], b: Batch) -> Batch:
+    def _merge(self, a: Optional[Batch], b: Optional[Batch]) -> Optional[Batch]:
         """One batch from two: the shorter cache is left-padded (masked) to the longer; positions stay per row."""
-        if a is None:
-            return b
+        if a is None or b is None:
+            return a or b
         width = max(a.mask.shape[1], b.mask.shape[1])
         pad = lambda t, dim: F.pad(t, (0, 0) * (t.dim() - dim - 1) + (width - t.shape[dim], 0))  # noqa: E731
         for la, lb in zip(a.cache.layers, b.cache.layers):
@@ -244,12 +236,16 @@ class Engine:
         return Batch(a.rows + b.rows, a.cache, torch.cat([pad(a.mask, 1), pad(b.mask, 1)]),
                      torch.cat([a.last_pos, b.last_pos]), torch.cat([a.logits, b.logits]))  # fmt: skip
 
-    def _select(self, batch: Batch, keep: List[int]) -> Batch:
-        """The batch without its finished rows; columns that are padding for every remaining row are dropped."""
+    def _running(self, batch: Batch) -> Optional[Batch]:
+        """The batch without its finished rows (None if all finished); columns that are padding for every remaining
+        row are dropped."""
+        keep = [i for i, r in enumerate(batch.rows) if not r.done]
+        if len(keep) == len(batch.rows) or not keep:
+            return batch if keep else None
         idx = torch.tensor(keep, device=self.device)
         mask = batch.mask[idx]
         first = int(mask.any(0).int().argmax())
-        for layer in batch.cache.layers if batch.cache is not None else ():
+        for layer in batch.cache.layers:
             layer.keys, layer.values = layer.keys[idx, :, first:], layer.values[idx, :, first:]
         next_ids = None if batch.next_ids is None else batch.next_ids[idx]
         return Batch([batch.rows[i] for i in keep], batch.cache, mask[:, first:], batch.last_pos[idx],
