@@ -27,12 +27,6 @@ MAX_BARS = 12  # runs shown in the scenario plot (the best ones)
 _SPLIT = re.compile(r",(?=[\w./+~-]+=)")  # override_dirname "a=1,b=[x,y]" → ["a=1", "b=[x,y]"]
 
 
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri)
-
-
 def latest_children(client, experiment_id: str, parent_id: str) -> List[Any]:
     """The parent's children, one per override string: the latest attempt (a resumed sweep may retry a job)."""
     runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000,
@@ -233,7 +227,9 @@ def compare(client, runs: List[Any], out: Path, objective: SweepConfig, title: s
 
 def compare_parent(uri: str, parent_id: str, out: Path) -> Path:
     """A sweep: its children (latest attempt per job) compared, plots + HTML logged to the parent under compare/."""
-    client = _client(uri)
+    from lec.sweep import mlflow_client
+
+    client = mlflow_client(uri)
     parent = client.get_run(parent_id)
     tags = parent.data.tags
     objective = SweepConfig(objective=tags.get("lec.sweep.objective", SweepConfig.objective),
@@ -280,7 +276,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from mlflow.exceptions import MlflowException
 
         uri = a.tracking_uri or f"sqlite:///{outputs.resolve() / 'mlflow.db'}"
-        client = _client(uri)
+        from lec.sweep import mlflow_client
+
+        client = mlflow_client(uri)
         try:
             runs = [client.get_run(r) for r in a.runs]
         except MlflowException as err:

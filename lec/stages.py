@@ -57,7 +57,7 @@ def curate(cfg: LecConfig, out: Path):
     from lec import track
     from lec.data.curate import curate as build
 
-    mixture = build(cfg, out / "data", _base_dir(cfg) if cfg.data.curation.length.enabled else None)
+    mixture = build(cfg, out / "data", _base_dir(cfg))  # curate decides whether it needs the tokenizer
     metrics = {"curation/n_train": mixture.n_train, "curation/n_val": mixture.n_val}
     for s in mixture.sources:
         prefix = f"curation/{track.metric_name(s.name)}"

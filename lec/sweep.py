@@ -110,7 +110,7 @@ def child_tags() -> Dict[str, str]:
             "lec.host": socket.gethostname(), "lec.pid": str(os.getpid())}  # fmt: skip
 
 
-def _client(uri: str):
+def mlflow_client(uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(uri)
@@ -119,7 +119,7 @@ def _client(uri: str):
 def children(parent: Parent) -> List[Any]:
     runs, token = [], None
     while True:
-        page = _client(parent.tracking_uri).search_runs(
+        page = mlflow_client(parent.tracking_uri).search_runs(
             [parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'", max_results=1000,
             order_by=["attributes.start_time ASC"], page_token=token)  # fmt: skip
         runs.extend(page)
@@ -149,7 +149,7 @@ def job(dcfg: DictConfig, run: Callable[[LecConfig], Any]) -> Optional[float]:
                          info.overrides, done.info.run_id, value)  # fmt: skip
                 return value if math.isfinite(value) else None
         summary = run(cfg)
-        client = _client(_uri(cfg))
+        client = mlflow_client(_uri(cfg))
         value = objective_of(client.get_run(summary.run_id).data.metrics, cfg.sweep)
         if not math.isfinite(value):
             log.warning("job %s finished without the objective %s", info.num if info else "?", cfg.sweep.objective)
@@ -172,7 +172,7 @@ def _uri(cfg: LecConfig) -> str:
 def record_failure(info: Job, err: BaseException, start_ms: int) -> None:
     """Make sure the job has a FAILED child carrying its error: track.run made one if the run had started;
     a failure before that (a bad config of this job) gets a new FAILED child."""
-    parent, client = info.parent, _client(info.parent.tracking_uri)
+    parent, client = info.parent, mlflow_client(info.parent.tracking_uri)
     error = f"{type(err).__name__}: {err}"[:5000]
     mine = [r for r in children(parent) if r.data.tags.get("lec.sweep.job") == str(info.num)
             and r.info.start_time >= start_ms]  # fmt: skip
@@ -215,7 +215,7 @@ def open_parent(config: DictConfig) -> Parent:
     sweep_dir = Path(str(hc.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     uri, exp = track.tracking_uri(cfg), track.experiment_id(cfg)
-    client = _client(uri)
+    client = mlflow_client(uri)
     parent = read_parent(sweep_dir)
     if parent is None and cfg.sweep.resume:
         parent = _resume_target(cfg.sweep.resume, cfg.outputs_dir)
@@ -260,7 +260,7 @@ def open_parent(config: DictConfig) -> Parent:
 def close_parent(parent: Parent, sweep: SweepConfig, interrupted: bool = False) -> Dict[str, Any]:
     """Summarise the children onto the parent (counts, best job, a table) and end it with a status that says how
     many failed. A child still RUNNING at this point lost its process (killed, OOM-killed): it is marked FAILED."""
-    client = _client(parent.tracking_uri)
+    client = mlflow_client(parent.tracking_uri)
     latest: Dict[str, Any] = {}  # per override string, the latest attempt (a resumed sweep retries failed ones)
     for r in children(parent):
         if r.info.status == "RUNNING" and not interrupted:

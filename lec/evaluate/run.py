@@ -62,6 +62,7 @@ def evaluate(
         for label, adapter in models
     ]
     tokenizer = _special_tokens(cfg, base_dir)
+    suite = suite_entries(cfg.eval.entries, cfg.eval.confs)
     with serving(specs, timeout_s=cfg.serve.startup_timeout_s) as urls:
         # HELM fits prompts to max_sequence_length; the server's prompt template (data.template / serve.prompt_template)
         # adds tokens, so HELM is told the served context minus what the server reports its wrapper needs.
@@ -70,7 +71,7 @@ def evaluate(
         served = [helm.ServedModel(label, url, n, *tokenizer) for (label, _), url, n in zip(models, urls, context)]
         helm.write_prod_env(helm_output / "prod_env", served)
         conf = helm_output / "run_entries.conf"
-        entries = helm.write_conf(conf, suite_entries(cfg.eval.entries, cfg.eval.confs), served)
+        entries = helm.write_conf(conf, suite, served)
         result = helm.helm_run(
             conf,
             helm_output,
@@ -91,7 +92,7 @@ def evaluate(
     metrics = {label: by_model.get(f"{helm.ORG}/{label}", {}) for label, _ in models}
     unanswered = {}
     if result.timed_out:  # the challenge's rule: what the budget left unanswered scores 0
-        expected = suite_groups(suite_entries(cfg.eval.entries, cfg.eval.confs))
+        expected = suite_groups(suite)
         for label, _ in models:
             unanswered[label] = score_unanswered(metrics[label], expected)
         log.warning("eval budget of %.0f min ran out; unanswered scenarios scored 0: %s", cfg.eval.budget_min,
