@@ -31,10 +31,9 @@ def latest_children(client, experiment_id: str, parent_id: str) -> List[Any]:
     """The parent's children, one per override string: the latest attempt (a resumed sweep may retry a job)."""
     runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000,
                               order_by=["attributes.start_time ASC"])  # fmt: skip
-    latest: Dict[str, Any] = {}
-    for r in runs:
-        latest[r.data.tags.get("lec.sweep.overrides", r.info.run_id)] = r
-    return sorted(latest.values(), key=lambda r: int(r.data.tags.get("lec.sweep.job", 0)))
+    from lec.sweep import latest_per_overrides
+
+    return sorted(latest_per_overrides(runs).values(), key=lambda r: int(r.data.tags.get("lec.sweep.job", 0)))
 
 
 def _pyplot():

@@ -389,6 +389,11 @@ class LecConfig:
     run_name: Optional[str] = None  # null = the Hydra overrides ("default" when none)
 
 
+def max_row_tokens(cfg: LecConfig) -> int:
+    """The longest training row: the hardware preset's sequence length, capped by the model's context."""
+    return min(cfg.hardware.max_seq_len, cfg.model.max_seq_len)
+
+
 def register() -> None:
     """Store the schema as `lec_schema`, the first entry of conf/config.yaml's defaults."""
     ConfigStore.instance().store(name="lec_schema", node=LecConfig)

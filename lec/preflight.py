@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from lec.config import AdapterKind, ConfigError, Device, LecConfig, ModelShape, QuantConfig
+from lec.config import AdapterKind, ConfigError, Device, LecConfig, ModelShape, QuantConfig, max_row_tokens
 
 log = logging.getLogger(__name__)
 GiB = 2**30
@@ -219,7 +219,7 @@ def estimate(cfg: LecConfig, base_dir: Optional[Path] = None, capacity: Optional
     terms["gradients"] = trainable * pb
     terms["optimizer"] = trainable * _optimizer_bytes(ad.optim, pb)
 
-    row = min(hw.max_seq_len, cfg.model.max_seq_len)
+    row = max_row_tokens(cfg)
     if hw.packing and cfg.train.pack_len:
         row = cfg.train.pack_len
     tokens = row * hw.micro_batch_size

@@ -103,11 +103,18 @@ def current_job() -> Optional[Job]:
 def child_tags() -> Dict[str, str]:
     """Tags that make the current job's run a child of its sweep's parent ({} outside a sweep)."""
     job = current_job()
-    if job is None or job.parent is None:
-        return {}
+    return {} if job is None or job.parent is None else _job_tags(job)
+
+
+def _job_tags(job: Job) -> Dict[str, str]:
     return {"mlflow.parentRunId": job.parent.run_id, "lec.sweep.id": job.parent.sweep_id,
             "lec.sweep.job": str(job.num), "lec.sweep.overrides": job.overrides,
             "lec.host": socket.gethostname(), "lec.pid": str(os.getpid())}  # fmt: skip
+
+
+def latest_per_overrides(runs: List[Any]) -> Dict[str, Any]:
+    """Per override string, the latest of `runs` (oldest first): a resumed sweep retries failed jobs."""
+    return {r.data.tags.get("lec.sweep.overrides", r.info.run_id): r for r in runs}
 
 
 def mlflow_client(uri: str):
@@ -179,9 +186,7 @@ def record_failure(info: Job, err: BaseException, start_ms: int) -> None:
     if mine:
         run_id = mine[-1].info.run_id
     else:
-        tags = {"mlflow.parentRunId": parent.run_id, "lec.sweep.id": parent.sweep_id, "lec.sweep.job": str(info.num),
-                "lec.sweep.overrides": info.overrides, "lec.host": socket.gethostname(), "lec.pid": str(os.getpid())}  # fmt: skip
-        run_id = client.create_run(parent.experiment_id, tags=tags, run_name=info.overrides).info.run_id
+        run_id = client.create_run(parent.experiment_id, tags=_job_tags(info), run_name=info.overrides).info.run_id
     client.set_tag(run_id, "lec.error", error)
     client.log_text(run_id, "".join(traceback.format_exception(err)), "error.txt")
     client.set_terminated(run_id, "FAILED")
@@ -261,13 +266,13 @@ def close_parent(parent: Parent, sweep: SweepConfig, interrupted: bool = False) 
     """Summarise the children onto the parent (counts, best job, a table) and end it with a status that says how
     many failed. A child still RUNNING at this point lost its process (killed, OOM-killed): it is marked FAILED."""
     client = mlflow_client(parent.tracking_uri)
-    latest: Dict[str, Any] = {}  # per override string, the latest attempt (a resumed sweep retries failed ones)
-    for r in children(parent):
+    runs = children(parent)
+    for i, r in enumerate(runs):
         if r.info.status == "RUNNING" and not interrupted:
             client.set_tag(r.info.run_id, "lec.error", "the job's process ended without closing its run")
             client.set_terminated(r.info.run_id, "FAILED")
-            r = client.get_run(r.info.run_id)
-        latest[r.data.tags.get("lec.sweep.overrides", r.info.run_id)] = r
+            runs[i] = client.get_run(r.info.run_id)
+    latest = latest_per_overrides(runs)
     rows = []
     for ovr, r in latest.items():
         rows.append({"overrides": ovr, "run_id": r.info.run_id, "job": r.data.tags.get("lec.sweep.job"),

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from lec.config import CurationConfig, LecConfig, LengthAction, Template
+from lec.config import CurationConfig, LecConfig, LengthAction, Template, max_row_tokens
 from lec.data import decontam, dedup, ngrams
 from lec.data.templates import adds_special_tokens, chat_prompt, render
 
@@ -201,7 +201,7 @@ def curate(cfg: LecConfig, out_dir: Path, base_dir: Optional[Path] = None):
         tokenizer = load_tokenizer(cfg.model, path=str(base_dir) if base_dir else None)
     if cfg.data.template is Template.chat:
         chat_prompt(tokenizer, [{"role": "user", "content": "hi"}])  # no chat template → a clear error, now
-    max_tokens = c.length.max_tokens or min(cfg.hardware.max_seq_len, cfg.model.max_seq_len)
+    max_tokens = c.length.max_tokens or max_row_tokens(cfg)
     inst = eval_instances(cfg) if c.decontam.enabled else None
     if inst is not None and not inst.available:
         log.warning("decontamination: %s", inst.note)

@@ -23,12 +23,14 @@ PARTIAL = ".partial"  # where the Trainer writes; never read by resume
 STATE = "lec_state.json"  # written last, inside the checkpoint, before the rename
 
 
+def is_complete(checkpoint: Path) -> bool:
+    """Both state files are written last, so a checkpoint holding them is whole."""
+    return (checkpoint / STATE).exists() and (checkpoint / "trainer_state.json").exists()
+
+
 def complete_checkpoints(root: Path) -> list:
     """Complete checkpoints under `root`, oldest first."""
-    found = [
-        p for p in root.glob("checkpoint-*")
-        if p.is_dir() and p.name.split("-")[-1].isdigit() and (p / STATE).exists() and (p / "trainer_state.json").exists()
-    ]  # fmt: skip
+    found = [p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit() and is_complete(p)]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
@@ -41,7 +43,7 @@ def find_resume(resume_from: Optional[str], default_root: Path) -> Optional[Path
         found = complete_checkpoints(default_root) if default_root.exists() else []
         return found[-1] if found else None
     path = Path(resume_from)
-    if (path / STATE).exists() and (path / "trainer_state.json").exists():
+    if is_complete(path):
         return path
     found = complete_checkpoints(path) if path.is_dir() else []
     if not found:

@@ -18,7 +18,7 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from lec import progress
-from lec.config import AdapterKind, ConfigError, Device, HardwareConfig, LecConfig
+from lec.config import AdapterKind, ConfigError, Device, HardwareConfig, LecConfig, max_row_tokens
 from lec.data.mixture import read_jsonl
 from lec.models import load_model, load_tokenizer
 from lec.train.budget import PARTIAL, AtomicCheckpoints, TimeBudget, elapsed_in, find_resume
@@ -149,7 +149,7 @@ def training_rows(cfg: LecConfig, rows: List[Dict[str, List[int]]]) -> List[Dict
     """Encoded rows, packed into `train.pack_len` (default max_seq_len) token rows when hardware.packing."""
     if not cfg.hardware.packing:
         return rows
-    return pack(rows, cfg.train.pack_len or min(cfg.hardware.max_seq_len, cfg.model.max_seq_len))
+    return pack(rows, cfg.train.pack_len or max_row_tokens(cfg))
 
 
 def training_args(cfg: LecConfig, ckpt_root: Path, steps: int, lr: float, warmup: float) -> TrainingArguments:

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List
 
 import torch
 
-from lec.config import LecConfig
+from lec.config import LecConfig, max_row_tokens
 from lec.data.templates import adds_special_tokens, render
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ IGNORE = -100  # label id the loss skips (prompt tokens when mask_prompt, sample
 
 def encode(rows: List[Dict[str, str]], tokenizer, cfg: LecConfig) -> List[Dict[str, List[int]]]:
     """Token ids + labels per row; the prompt is masked when data.mask_prompt, EOS ends every response."""
-    max_len = min(cfg.hardware.max_seq_len, cfg.model.max_seq_len)
+    max_len = max_row_tokens(cfg)
     out, too_long = [], 0
     specials = adds_special_tokens(cfg.data.template)
     for row in rows:
