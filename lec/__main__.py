@@ -23,20 +23,41 @@ def main(dcfg: DictConfig) -> Optional[float]:
     """The task function; its return value is what a sweeper (Optuna) optimises."""
     if HydraConfig.get().mode is RunMode.MULTIRUN:
         return sweep.job(dcfg, run)  # a failing job is recorded (child FAILED) and returns None; the sweep goes on
-    return run(config.load(dcfg)).objective  # typed + cross-field checks, before anything heavy is imported
+    try:
+        cfg = config.load(dcfg)  # typed + cross-field checks, before anything heavy is imported
+        return run(cfg).objective
+    except config.ConfigError as err:
+        sys.stderr.write(f"lec: invalid config: {err}\n")
+        sys.exit(2)
 
 
 def run(cfg: config.LecConfig):
+    """Plan → run dir → pipeline (all four stages in one MLflow run) → the summary table."""
     from pathlib import Path
 
-    from lec import pipeline, report, track
+    from lec import pipeline, plan, report
 
     hc = HydraConfig.get()
+    p = plan.build(cfg)
+    layout = plan.RunLayout.of(cfg.outputs_dir, Path(hc.runtime.output_dir))
     run_name = cfg.run_name or hc.job.override_dirname or "default"
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
-    summary = pipeline.run(cfg, Path(hc.runtime.output_dir), run_name, choices)
-    report.print_summary(summary, track.tracking_uri(cfg))
+    summary = pipeline.run(p, cfg, layout, run_name, tags=sweep.child_tags(), choices=choices)
+    report.print_summary(summary, p.tracking_uri)
     return summary
+
+
+def _print_plan(argv: list[str]) -> None:
+    """`python -m lec … --plan`: compose, validate and print the plan of what would run; nothing runs."""
+    from lec import plan
+
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    try:
+        print(plan.to_yaml(plan.build(config.compose(overrides))), end="")
+    except config.ConfigError as err:
+        sys.stderr.write(f"lec: invalid config: {err}\n")
+        sys.exit(2)
+    sys.exit(0)
 
 
 def _validate_shown_config(argv: list[str]) -> None:
@@ -56,6 +77,8 @@ if __name__ == "__main__":
     except config.ConfigError as err:
         sys.stderr.write(f"lec: invalid override: {err}\n")
         sys.exit(2)
+    if "--plan" in sys.argv[1:]:
+        _print_plan(sys.argv[1:])
     if any(a in ("--cfg", "-c") for a in sys.argv[1:]):
         _validate_shown_config(sys.argv[1:])
     main()

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from lec.config import SweepConfig
+from lec.config import Direction, SweepConfig
 
 NOT_SWEPT = ("run_name", "outputs_dir", "mlflow.", "sweep.")  # params that say where a run went, not what it is
 MAX_BARS = 12  # runs shown in the scenario plot (the best ones)
@@ -31,7 +31,7 @@ def latest_children(client, experiment_id: str, parent_id: str) -> List[Any]:
     """The parent's children, one per override string: the latest attempt (a resumed sweep may retry a job)."""
     runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000,
                               order_by=["attributes.start_time ASC"])  # fmt: skip
-    from lec.sweep import latest_per_overrides
+    from lec.track import latest_per_overrides
 
     return sorted(latest_per_overrides(runs).values(), key=lambda r: int(r.data.tags.get("lec.sweep.job", 0)))
 
@@ -78,7 +78,7 @@ def _numbers(values: Sequence[Optional[str]]) -> Optional[List[float]]:
 
 
 def plot_objective(runs: Sequence[Any], keys: List[str], objective: SweepConfig, path: Path) -> Optional[Path]:
-    from lec.sweep import objective_of
+    from lec.track import objective_of
 
     plt = _pyplot()
 
@@ -112,7 +112,7 @@ def plot_objective(runs: Sequence[Any], keys: List[str], objective: SweepConfig,
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(objective.objective)
     axes[0][0].legend(fontsize=8, loc="best")
-    fig.suptitle(f"{objective.objective} ({objective.direction}) vs swept hyperparameters, {len(runs)} runs",
+    fig.suptitle(f"{objective.objective} ({objective.direction.value}) vs swept hyperparameters, {len(runs)} runs",
                  fontsize=10)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -128,7 +128,7 @@ def scenario_scores(run) -> Dict[str, float]:
 
 
 def plot_scenarios(runs: Sequence[Any], keys: List[str], objective: SweepConfig, path: Path) -> Optional[Path]:
-    from lec.sweep import objective_of
+    from lec.track import objective_of
 
     plt = _pyplot()
 
@@ -188,7 +188,7 @@ def plot_loss(client, runs: Sequence[Any], keys: List[str], path: Path) -> Optio
 
 def write_html(out: Path, title: str, runs: Sequence[Any], keys: List[str], objective: SweepConfig,
                plots: List[Path], note: str = "") -> Path:  # fmt: skip
-    from lec.sweep import objective_of
+    from lec.track import objective_of
 
     head = "".join(f"<th>{html.escape(h)}</th>" for h in ["run", "status", objective.objective, *keys, "error"])
     rows = []
@@ -224,18 +224,22 @@ def compare(client, runs: List[Any], out: Path, objective: SweepConfig, title: s
     return out
 
 
+class CompareError(ValueError):
+    """Nothing to compare (e.g. a run id that is no sweep's parent); the message says what was given."""
+
+
 def compare_parent(uri: str, parent_id: str, out: Path) -> Path:
     """A sweep: its children (latest attempt per job) compared, plots + HTML logged to the parent under compare/."""
-    from lec.sweep import mlflow_client
+    from lec.track import client as mlflow_client
 
     client = mlflow_client(uri)
     parent = client.get_run(parent_id)
     tags = parent.data.tags
     objective = SweepConfig(objective=tags.get("lec.sweep.objective", SweepConfig.objective),
-                            direction=tags.get("lec.sweep.direction", SweepConfig.direction))  # fmt: skip
+                            direction=Direction(tags.get("lec.sweep.direction", "maximize")))  # fmt: skip
     runs = latest_children(client, parent.info.experiment_id, parent_id)
     if not runs:
-        raise SystemExit(f"lec.compare: run {parent_id} has no child runs (is it a sweep's parent run?)")
+        raise CompareError(f"run {parent_id} has no child runs (is it a sweep's parent run?)")
     n_failed = sum(r.info.status != "FINISHED" for r in runs)
     note = f"{len(runs)} jobs, {n_failed} failed. Best: {tags.get('lec.sweep.best_overrides', '—')}"
     compare(client, runs, out, objective, parent.info.run_name or parent_id, note)
@@ -245,7 +249,7 @@ def compare_parent(uri: str, parent_id: str, out: Path) -> Path:
 
 def _resolve(target: str, uri: Optional[str], outputs: Path):
     """A sweep dir (with mlflow_parent.json) → (tracking uri, parent id, default out dir); else a run id."""
-    from lec.sweep import read_parent
+    from lec.track import read_parent
 
     for d in (Path(target), outputs / "sweeps" / target):
         parent = read_parent(d) if d.is_dir() else None
@@ -270,12 +274,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("give a sweep dir / parent run id, or --runs ID ID …")
     if a.sweep:
         uri, parent_id, out = _resolve(a.sweep, a.tracking_uri, outputs)
-        out = compare_parent(uri, parent_id, Path(a.out) if a.out else out)
+        try:
+            out = compare_parent(uri, parent_id, Path(a.out) if a.out else out)
+        except CompareError as err:
+            p.error(str(err))
     else:
         from mlflow.exceptions import MlflowException
 
         uri = a.tracking_uri or f"sqlite:///{outputs.resolve() / 'mlflow.db'}"
-        from lec.sweep import mlflow_client
+        from lec.track import client as mlflow_client
 
         client = mlflow_client(uri)
         try:
@@ -283,7 +290,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         except MlflowException as err:
             p.error(f"{err.message} (tracking uri {uri})")
         out = compare(client, runs, Path(a.out) if a.out else outputs / "compare" / a.runs[0],
-                      SweepConfig(objective=a.objective, direction=a.direction), f"{len(runs)} lec runs")  # fmt: skip
+                      SweepConfig(objective=a.objective, direction=Direction(a.direction)), f"{len(runs)} lec runs")  # fmt: skip
         if a.log_to:
             client.log_artifacts(a.log_to, str(out), "compare")
     print(f"lec.compare: {out / 'index.html'}")

@@ -2,13 +2,23 @@
 
 The YAML files under `conf/` are plain data; every composition is merged into `LecConfig`, so a typo key, a wrong
 type or an unknown enum value fails at compose time. `load(cfg)` converts a composed DictConfig into these
-dataclasses at the boundary and runs the cross-field checks; nothing inward sees a DictConfig.
+dataclasses at the boundary and runs every check that needs no other lec module: numeric ranges (each number's
+range is declared beside it, `num(default, lo, hi)`), unknown keys (also `+key=…` ones), paths that must exist and
+cross-field rules. `lec.plan.build` turns the result into the frozen plan of what will run. This module imports
+nothing from lec.
+
+One key per concept: the learning rate is `adapter.lr`, epochs `adapter.epochs`, LoRA targets
+`adapter.target_modules`, the training sample length `hardware.max_seq_len`, packing `hardware.pack_len`, the
+training time budget `hardware.time_budget_h`, the served context `serve.max_seq_len`. A model's tuned value for
+one of them is config (conf/recipe/<model>_<adapter>.yaml writes the same key), never a rule in code.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +30,28 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 GROUPS = ("hardware", "model", "data", "adapter", "eval")
+SEARCH_GROUPS = ("experiment", "hparams_search", "recipe")  # optional groups, chosen like the five above
 
 
 class ConfigError(ValueError):
     """A composed config that is well-typed but cannot run; the message says which knob to turn."""
+
+
+def num(default: Any, lo: Optional[float] = None, hi: Optional[float] = None, *, lo_open: bool = False,
+        hi_open: bool = False) -> Any:
+    """A numeric field with its allowed range: `num(16, 1)` is ≥ 1, `num(0.05, 0, 1, hi_open=True)` is in [0, 1)."""
+    return field(default=default, metadata={"range": (lo, hi, lo_open, hi_open)})
+
+
+def _range_text(lo, hi, lo_open, hi_open) -> str:
+    if hi is None:
+        return f"{'>' if lo_open else '≥'} {lo:g}"
+    if lo is None:
+        return f"{'<' if hi_open else '≤'} {hi:g}"
+    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+
+# --- enums: the values the libraries accept ---------------------------------------------------------------------
 
 
 class Device(str, enum.Enum):
@@ -37,6 +65,71 @@ class AdapterKind(str, enum.Enum):
     full = "full"
 
 
+class DType(str, enum.Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Attention(str, enum.Enum):
+    """transformers' attention implementations (`attn_implementation`; transformers.modeling_utils)."""
+
+    eager = "eager"
+    sdpa = "sdpa"
+    flash_attention_2 = "flash_attention_2"
+    flash_attention_3 = "flash_attention_3"
+    flex_attention = "flex_attention"
+
+
+class Scheduler(str, enum.Enum):
+    """transformers.trainer_utils.SchedulerType (a test checks these against the installed transformers)."""
+
+    linear = "linear"
+    cosine = "cosine"
+    cosine_with_restarts = "cosine_with_restarts"
+    polynomial = "polynomial"
+    constant = "constant"
+    constant_with_warmup = "constant_with_warmup"
+    inverse_sqrt = "inverse_sqrt"
+    cosine_with_min_lr = "cosine_with_min_lr"
+    warmup_stable_decay = "warmup_stable_decay"
+
+
+class Optimizer(str, enum.Enum):
+    """The transformers.training_args.OptimizerNames that a single-GPU LoRA/full run can use (a test checks each
+    is accepted by the installed transformers). `paged_*` and `*8bit` need bitsandbytes (the `gpu` extra)."""
+
+    adamw_torch = "adamw_torch"
+    adamw_torch_fused = "adamw_torch_fused"
+    adafactor = "adafactor"
+    sgd = "sgd"
+    adagrad = "adagrad"
+    rmsprop = "rmsprop"
+    adamw_8bit = "adamw_8bit"
+    adamw_bnb_8bit = "adamw_bnb_8bit"
+    paged_adamw_32bit = "paged_adamw_32bit"
+    paged_adamw_8bit = "paged_adamw_8bit"
+    lion_32bit = "lion_32bit"
+    lion_8bit = "lion_8bit"
+    paged_lion_32bit = "paged_lion_32bit"
+    paged_lion_8bit = "paged_lion_8bit"
+
+
+class LoraBias(str, enum.Enum):
+    """peft LoraConfig.bias."""
+
+    none = "none"
+    all = "all"
+    lora_only = "lora_only"
+
+
+class QuantType(str, enum.Enum):
+    """bitsandbytes bnb_4bit_quant_type."""
+
+    nf4 = "nf4"
+    fp4 = "fp4"
+
+
 class Template(str, enum.Enum):
     raw = "raw"  # prompt as is: what HELM sends, so training and serving see the same text
     alpaca = "alpaca"  # "### Instruction:/### Input:/### Response:" (Alpaca; LitGPT generate_prompt)
@@ -44,6 +137,10 @@ class Template(str, enum.Enum):
     plain = "plain"  # rows carry one `text`; all of it is trained on (Knovel: labels = input_ids, no prompt)
     human_assistant = "human_assistant"  # LLaMA-Factory `default`: system line, "Human: …\nAssistant: " (Percent-BFD)
     chat = "chat"  # the model tokenizer's own chat template (apply_chat_template); threads keep every turn
+
+
+class Threads(str, enum.Enum):
+    oasst = "oasst"  # rows are OASST1 messages; one row per top-ranked thread
 
 
 class LengthAction(str, enum.Enum):
@@ -56,41 +153,52 @@ class DedupKeep(str, enum.Enum):
     longest_output = "longest_output"  # the row with the longest output (Platypus merged_largest_keep.py)
 
 
+class ScoreMode(str, enum.Enum):
+    challenge = "challenge"  # the organisers' scorer (lec/score.py)
+    helm = "helm"  # HELM's own mean win rate
+
+
+class Direction(str, enum.Enum):
+    maximize = "maximize"
+    minimize = "minimize"
+
+
+# --- the five groups ----------------------------------------------------------------------------------------------
+
+
 @dataclass
 class HardwareConfig:
-    """One machine: precision, attention kernel, batch shape and the challenge's budgets."""
+    """One machine: precision, attention kernel, batch shape and the track's training budget."""
 
     name: str = MISSING
     device: Device = Device.cpu
-    vram_gb: float = 0.0  # card size; 0 on CPU
-    usable_vram_gb: Optional[float] = None  # what the driver really hands out (A100 40 GB: 39.35)
+    vram_gb: float = num(0.0, 0)  # card size; 0 on CPU
+    usable_vram_gb: Optional[float] = num(None, 0, lo_open=True)  # what the driver really hands out (A100: 39.35)
     bf16: bool = False
-    tf32: bool = False
-    attn_implementation: str = "sdpa"  # eager | sdpa | flash_attention_2
-    micro_batch_size: int = 1
-    grad_accum: int = 1  # effective batch = micro_batch_size × grad_accum (× GPUs)
+    tf32: bool = False  # CUDA only
+    attn_implementation: Attention = Attention.sdpa
+    micro_batch_size: int = num(1, 1)
+    grad_accum: int = num(1, 1)  # rows per optimizer step = micro_batch_size × grad_accum (× GPUs)
     gradient_checkpointing: bool = False
-    packing: bool = False
-    max_seq_len: int = 2048  # challenge: prompt + completion ≤ 2048 tokens
-    time_budget_h: float = 24.0  # challenge: ≤ 24 h of fine-tuning on one GPU
-    eval_budget_min: float = 120.0  # challenge: ≤ 2 h on the sample conf
-    memory_fraction_cap: Optional[float] = None  # emulate a smaller card on a bigger one
-    num_threads: Optional[int] = None  # torch intra-op threads on CPU; null = torch's default
+    max_seq_len: int = num(2048, 16)  # the longest training sample in tokens (length filter, truncation)
+    pack_len: Optional[int] = num(None, 16)  # null = no packing; N = samples packed into rows of N tokens
+    time_budget_h: float = num(24.0, 0, lo_open=True)  # challenge: ≤ 24 h of fine-tuning on one GPU
+    memory_fraction_cap: Optional[float] = num(None, 0, 1, lo_open=True)  # CUDA only: emulate a smaller card
+    num_threads: Optional[int] = num(None, 1)  # torch intra-op threads on CPU; null = torch's default
 
 
 @dataclass
 class TinyModelConfig:
     """A Llama-architecture model built in-process from this config (random init) with an in-process tokenizer."""
 
-    vocab_size: int = 1024
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    max_position_embeddings: int = 2048
-    initializer_range: float = 0.02  # std of the random init
-    seed: int = 0
+    vocab_size: int = num(1024, 64)  # ≥ the byte alphabet (256) is what BPE needs; 64 keeps tests small
+    hidden_size: int = num(128, 1)
+    intermediate_size: int = num(256, 1)
+    num_hidden_layers: int = num(2, 1)
+    num_attention_heads: int = num(4, 1)
+    num_key_value_heads: int = num(2, 1)
+    initializer_range: float = num(0.02, 0, lo_open=True)  # std of the random init
+    seed: int = num(0, 0)
 
 
 @dataclass
@@ -98,59 +206,56 @@ class ModelShape:
     """Architecture numbers the memory pre-flight needs before any weight is loaded (the model's config.json)."""
 
     layout: str = "llama"  # llama (Llama/Mistral module names) | qwen (Qwen v1: c_attn, c_proj, w1, w2)
-    vocab_size: int = 32000
-    hidden_size: int = 4096
-    intermediate_size: int = 11008  # the MLP's hidden width (Qwen v1: config value // 2 per branch)
-    num_hidden_layers: int = 32
-    num_attention_heads: int = 32
-    num_key_value_heads: int = 32
+    vocab_size: int = num(32000, 1)
+    hidden_size: int = num(4096, 1)
+    intermediate_size: int = num(11008, 1)  # the MLP's hidden width (Qwen v1: config value // 2 per branch)
+    num_hidden_layers: int = num(32, 1)
+    num_attention_heads: int = num(32, 1)
+    num_key_value_heads: int = num(32, 1)
     tie_word_embeddings: bool = False
     attention_bias: bool = False  # q/k/v carry a bias (Qwen)
 
 
 @dataclass
 class ModelConfig:
-    """A base model: a hub id (+ revision), a local directory, or the in-process tiny model."""
+    """A base model: a hub id (+ revision), the same model's files in a local directory, or the in-process tiny one."""
 
     name: str = MISSING
-    hf_id: Optional[str] = None
-    revision: Optional[str] = None
-    local_path: Optional[str] = None  # a directory with config.json + weights + tokenizer; wins over hf_id
+    hf_id: Optional[str] = None  # which model (licence, identity); loaded from the hub unless local_path is set
+    revision: Optional[str] = None  # a hub branch, tag or commit; a 40-hex commit is required with trust_remote_code
+    local_path: Optional[str] = None  # where this model's files are (config.json + weights + tokenizer): offline
     tiny: Optional[TinyModelConfig] = None  # set only for the in-process model
     arch: str = "LlamaForCausalLM"
     trust_remote_code: bool = False
     gated: bool = False
     license: str = ""
-    native_context: int = 2048  # the model's own max_position_embeddings
-    max_seq_len: int = 2048  # what lec trains and serves at
-    torch_dtype: str = "bfloat16"  # float32 | bfloat16 | float16
+    native_context: int = num(2048, 16)  # the model's own max_position_embeddings
+    torch_dtype: DType = DType.bfloat16
     pad_token: Optional[str] = "eos"  # "eos" reuses EOS as padding (models that ship no pad token)
-    lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    lr: Optional[float] = None  # per-model learning-rate override; null = the adapter recipe's lr
-    warmup_ratio: Optional[float] = None  # per-model warmup override; null = the adapter recipe's
     shape: Optional[ModelShape] = None  # for the memory pre-flight of hub models (tiny/local derive their own)
 
 
 @dataclass
 class SourceConfig:
-    """One source of a data mixture, normalised to {instruction, input, output}."""
+    """One source of a data mixture, normalised to {instruction, input, output}: a hub dataset (hf_id, its files
+    optionally at local_path) or a lec generator."""
 
     name: str = MISSING
     hf_id: Optional[str] = None
     config_name: Optional[str] = None  # the hub dataset's config ("main", "3.0.0")
     revision: Optional[str] = None
     split: str = "train"
-    local_path: Optional[str] = None  # jsonl | json | parquet | csv file; wins over hf_id
+    local_path: Optional[str] = None  # this source's rows in a jsonl | json | parquet | csv file: offline
     generator: Optional[str] = None  # a lec synthetic generator (lec/data/synthetic.py GENERATORS)
-    n: int = 0  # rows to generate (generator sources only)
+    n: int = num(0, 0)  # rows to generate (generator sources only)
     fields: Dict[str, str] = field(default_factory=dict)  # {instruction|input|output|text: spec}; spec = column,
     # `col[i]` (a list element) or `join(col[a:b])` (list slice joined by blank lines)
-    threads: Optional[str] = None  # "oasst": rows are OASST1 messages; build one row per top-ranked thread
-    max_turns: Optional[int] = None  # threads only: keep threads of at most this many messages (Percent-BFD: 2)
+    threads: Optional[Threads] = None  # oasst: rows are OASST1 messages; build one row per top-ranked thread
+    max_turns: Optional[int] = num(None, 1)  # threads only: keep threads of at most this many messages
     filter: Dict[str, Any] = field(default_factory=dict)  # {column_in: [...]} / {column_not_in: [...]}
-    take: Optional[int] = None  # keep the first N rows after filtering
-    fraction: Optional[float] = None  # keep a seeded random fraction of the rows after filtering (0, 1]
-    weight: float = 1.0  # relative share in the mixture (1.0 = as many rows as the source has)
+    take: Optional[int] = num(None, 0)  # keep the first N rows after filtering
+    fraction: Optional[float] = num(None, 0, 1, lo_open=True)  # keep a seeded random fraction after filtering
+    weight: float = num(1.0, 0)  # relative share in the mixture (1.0 = as many rows as the source has)
     license: str = ""
     gated: bool = False
 
@@ -161,17 +266,16 @@ class LanguageFilterConfig:
 
     enabled: bool = True
     keep: List[str] = field(default_factory=lambda: ["en"])  # challenge eval is English (WEB question.md)
-    min_chars: int = 30  # shorter texts are kept unchecked: a detector guesses on a few words
-    max_chars: int = 200  # classify the first N characters: enough for the language, bounded cost (~1 µs/byte)
-    min_confidence: float = 0.9  # drop only when the detector is this sure (math/code confuse it otherwise)
+    min_chars: int = num(30, 0)  # shorter texts are kept unchecked: a detector guesses on a few words
+    max_chars: int = num(200, 1)  # classify the first N characters: enough for the language, bounded cost
+    min_confidence: float = num(0.9, 0, 1)  # drop only when the detector is this sure (math/code confuse it)
 
 
 @dataclass
 class LengthFilterConfig:
-    """Rows longer than the model's sequence length, counted in the model's own tokens."""
+    """Rows longer than hardware.max_seq_len, counted in the model's own tokens."""
 
     enabled: bool = True
-    max_tokens: Optional[int] = None  # null = min(hardware.max_seq_len, model.max_seq_len) (challenge: 2048)
     action: LengthAction = LengthAction.drop
 
 
@@ -187,12 +291,12 @@ class NearDedupConfig:
     """MinHash over word n-grams + LSH banding; pairs above `threshold` estimated Jaccard are duplicates."""
 
     enabled: bool = True  # [lec] Platypus removed near-duplicates (by embeddings); MinHash needs no model
-    ngram: int = 5  # data-juicer window_size default
-    num_perm: int = 128  # distilabel MinHashDedup default
-    threshold: float = 0.7  # data-juicer jaccard_threshold default
-    bands: int = 32  # LSH: candidate if one of 32 bands of 4 values matches (P ≥ 0.99 from Jaccard 0.6 on);
+    ngram: int = num(5, 1)  # data-juicer window_size default
+    num_perm: int = num(128, 1)  # distilabel MinHashDedup default
+    threshold: float = num(0.7, 0, 1, lo_open=True)  # data-juicer jaccard_threshold default
+    bands: int = num(32, 1)  # LSH: candidate if one of 32 bands of 4 values matches (P ≥ 0.99 from Jaccard 0.6 on);
     # candidates are then kept only when their signatures agree on ≥ threshold
-    seed: int = 1
+    seed: int = num(1, 0)
 
 
 @dataclass
@@ -218,8 +322,8 @@ class DecontamConfig:
     """Drop training rows sharing an n-gram with an instance of the chosen eval suite (GPT-3 App. C; lm-eval)."""
 
     enabled: bool = True
-    ngram: int = 13  # lm-eval decontamination.md: "we just used 13"
-    min_tokens: int = 8  # eval instances shorter than `ngram` (but ≥ this) are matched as a whole
+    ngram: int = num(13, 1)  # lm-eval decontamination.md: "we just used 13"
+    min_tokens: int = num(8, 1)  # eval instances shorter than `ngram` (but ≥ this) are matched as a whole
     scenarios_dir: Optional[str] = None  # a HELM benchmark_output/scenarios dir holding the suite's files
     # (from an earlier helm-run); null = the run's own dir; the smoke suite's files are generated
 
@@ -234,7 +338,7 @@ class CurationConfig:
     exact_dedup: ExactDedupConfig = field(default_factory=ExactDedupConfig)
     near_dedup: NearDedupConfig = field(default_factory=NearDedupConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
-    examples_per_reason: int = 3  # dropped rows shown per reason in the curation report
+    examples_per_reason: int = num(3, 0)  # dropped rows shown per reason in the curation report
 
 
 @dataclass
@@ -244,10 +348,10 @@ class DataConfig:
     name: str = MISSING
     sources: List[SourceConfig] = field(default_factory=list)
     template: Template = Template.alpaca
-    val_fraction: float = 0.05
+    val_fraction: float = num(0.05, 0, 1, hi_open=True)
     mask_prompt: bool = True  # loss on the response only (Birbal: train_on_inputs false)
-    seed: int = 0
-    resample_epochs: int = 1  # >1: train.jsonl holds this many passes, each with weights/fractions re-drawn
+    seed: int = num(0, 0, 1000, hi_open=True)  # source seeds data.seed×1000+i stay below the eval seeds (≥ 1e6)
+    resample_epochs: int = num(1, 1)  # >1: train.jsonl holds this many passes, each with weights/fractions re-drawn
     # (per-epoch resampling; train for 1 epoch over it)
     curation: CurationConfig = field(default_factory=CurationConfig)
 
@@ -257,9 +361,9 @@ class QuantConfig:
     """bitsandbytes 4-bit loading (QLoRA)."""
 
     load_in_4bit: bool = True
-    quant_type: str = "nf4"
+    quant_type: QuantType = QuantType.nf4
     double_quant: bool = True
-    compute_dtype: str = "bfloat16"
+    compute_dtype: DType = DType.bfloat16
 
 
 @dataclass
@@ -268,20 +372,21 @@ class AdapterConfig:
 
     name: str = MISSING
     kind: AdapterKind = AdapterKind.lora
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: Optional[List[str]] = None  # null = the model's lora_target_modules
-    bias: str = "none"
-    quantization: Optional[QuantConfig] = None
-    optim: str = "adamw_torch"
-    lr: float = 5.0e-5
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    scheduler: str = "cosine"
-    warmup_ratio: float = 0.0
-    epochs: float = 1.0
-    neftune_noise_alpha: Optional[float] = None
+    r: int = num(16, 1)
+    alpha: float = num(32, 0, lo_open=True)
+    dropout: float = num(0.05, 0, 1, hi_open=True)
+    target_modules: List[str] = field(default_factory=lambda: ["all-linear"])  # module-name suffixes; all-linear =
+    # every Linear of the decoder blocks (peft's "all-linear"), resolved to the model's names in the plan
+    bias: LoraBias = LoraBias.none
+    quantization: Optional[QuantConfig] = None  # qlora only
+    optim: Optimizer = Optimizer.adamw_torch
+    lr: float = num(5.0e-5, 0, lo_open=True)
+    weight_decay: float = num(0.0, 0)
+    max_grad_norm: float = num(1.0, 0)  # 0 = no clipping
+    scheduler: Scheduler = Scheduler.cosine
+    warmup_ratio: float = num(0.0, 0, 1, hi_open=True)
+    epochs: float = num(1.0, 0, lo_open=True)  # passes over train.jsonl (train.max_steps, when set, replaces it)
+    neftune_noise_alpha: Optional[float] = num(None, 0, lo_open=True)
 
 
 @dataclass
@@ -289,12 +394,12 @@ class SyntheticEvalConfig:
     """Scenario files the smoke suite seeds under HELM's output dir, from lec's generators (eval seeds)."""
 
     mmlu_subjects: List[str] = field(default_factory=list)
-    n_eval: int = 0  # instances per scenario (test split)
-    n_fewshot: int = 5  # in-context pool (MMLU dev split, GSM train split)
-    seed: int = 1_000_003  # disjoint from every training seed (those are < 1e6)
+    n_eval: int = num(0, 1)  # instances per scenario (test split)
+    n_fewshot: int = num(5, 0)  # in-context pool (MMLU dev split, GSM train split)
+    seed: int = num(1_000_003, 1_000_000)  # disjoint from every training seed (those are < 1e6)
     closed: List[str] = field(default_factory=list)  # closed-stage kinds to seed: sam_sum, corr2cause, ethics_*
-    n_closed: int = 20  # rows per closed-stage file (the plugin splits them into train/valid)
-    perturbation_assets: bool = True  # seed the files `data_augmentation=canonical` downloads (§5.2)
+    n_closed: int = num(20, 5)  # rows per closed-stage file (the plugin splits them 80/20 into train/valid)
+    perturbation_assets: bool = True  # seed the files `data_augmentation=canonical` downloads
 
 
 @dataclass
@@ -305,26 +410,26 @@ class EvalConfig:
     suite: str = MISSING
     entries: List[str] = field(default_factory=list)
     confs: List[str] = field(default_factory=list)  # shipped challenge confs (lec/evaluate/confs), appended
-    max_eval_instances: int = 10  # helm-run -m; an entry's own max_eval_instances wins
-    num_threads: int = 4  # helm-run -n: concurrent requests to the server
-    budget_min: float = 120.0
+    max_eval_instances: int = num(10, 1)  # helm-run -m; an entry's own max_eval_instances wins
+    num_threads: int = num(4, 1)  # helm-run -n: concurrent requests to the server
+    budget_min: float = num(120.0, 0, lo_open=True)  # helm-run's wall-clock budget (challenge: 2 h sample conf)
     eval_base: bool = False  # also evaluate the untuned base model (proves fine-tuning moved the scores)
     synthetic: Optional[SyntheticEvalConfig] = None
 
 
+# --- run-level settings -------------------------------------------------------------------------------------------
+
+
 @dataclass
 class TrainConfig:
-    """Run-level training knobs; null = take it from the adapter recipe / hardware preset."""
+    """Run-level training knobs."""
 
-    max_steps: Optional[int] = None
-    epochs: Optional[float] = None
-    logging_steps: int = 1
     enabled: bool = True
-    time_budget_s: Optional[float] = None  # wall-clock training budget; null = hardware.time_budget_h
-    save_every_steps: Optional[int] = None  # periodic checkpoints (Birbal: 64); the budget stop always saves one
-    save_total_limit: int = 2  # complete checkpoints kept (oldest deleted first)
+    max_steps: Optional[int] = num(None, 1)  # null = adapter.epochs over train.jsonl; N = exactly N optimizer steps
+    logging_steps: int = num(1, 1)
+    save_every_steps: Optional[int] = num(None, 1)  # periodic checkpoints (Birbal: 64); the budget stop always saves
+    save_total_limit: int = num(2, 1)  # complete checkpoints kept (oldest deleted first)
     resume_from: Optional[str] = None  # a checkpoints dir or one checkpoint; "auto" = this run's, if any
-    pack_len: Optional[int] = None  # tokens per packed row when hardware.packing; null = hardware.max_seq_len
     preflight: bool = True  # refuse a run whose estimated peak memory exceeds the card (lec/preflight.py)
 
 
@@ -333,14 +438,16 @@ class ServeConfig:
     """The lec model server (challenge HTTP API)."""
 
     host: str = "127.0.0.1"
-    port: int = 0  # 0 = pick a free port
-    max_batch_size: int = 8  # rows decoded together (continuous batching); HELM's -n client threads fill them
-    batch_wait_ms: float = 5.0  # when idle, how long the first request waits for others to start with it
-    max_new_tokens_limit: int = 2048
-    startup_timeout_s: float = 180.0
+    port: int = num(0, 0, 65535)  # 0 = pick a free port
+    max_seq_len: int = num(2048, 16)  # served context: prompt + completion (WEB question.md: ≤ 2048 tokens)
+    max_batch_size: int = num(8, 1)  # rows decoded together (continuous batching); HELM's -n threads fill them
+    batch_wait_ms: float = num(5.0, 0)  # when idle, how long the first request waits for others to start with it
+    max_new_tokens_limit: int = num(2048, 1)
+    startup_timeout_s: float = num(180.0, 0, lo_open=True)
     # Per-model prompt wrapper and answer clean-up, as some finalists' servers did (off by default):
-    prompt_template: Optional[str] = None  # e.g. "### Input:\n{prompt}\n\n### Response:\n" (Birbal)
-    template_if_blank_lines_below: Optional[int] = None  # wrap only prompts with fewer "\n\n" than this
+    prompt_template: Optional[str] = None  # e.g. "### Input:\n{prompt}\n\n### Response:\n" (Birbal); null = the
+    # training template (data.template)
+    template_if_blank_lines_below: Optional[int] = num(None, 1)  # wrap only prompts with fewer "\n\n" than this
     cut_at: Optional[str] = None  # keep the completion up to this text, e.g. "\n\n" (Birbal)
     strip_prefixes: List[str] = field(default_factory=list)  # leading phrases removed, case-insensitive
 
@@ -350,7 +457,7 @@ class ScoreConfig:
     """How a run is ranked: against a reference pool of published entries, with the challenge's rules."""
 
     pool: str = "4090_final"  # a shipped pool (lec/reference) or a path to a file in the organisers' format
-    mode: str = "challenge"  # challenge | helm (HELM's own mean win rate)
+    mode: ScoreMode = ScoreMode.challenge
     only_evaluated: bool = True  # rank on the scenarios the run evaluated (False: missing = worst, as the challenge)
 
 
@@ -365,8 +472,9 @@ class SweepConfig:
     """Multirun bookkeeping (lec/sweep.py): the objective a job returns and the parent run ranks by, resuming."""
 
     objective: str = "challenge/score_full"  # an MLflow metric of the job's run; one-stage suites: Score_open/hidden
-    direction: str = "maximize"  # maximize | minimize (hparams_search passes it to Optuna)
-    resume: Optional[str] = None  # a sweep dir or parent run id: jobs whose child FINISHED with the same overrides are skipped
+    direction: Direction = Direction.maximize  # hparams_search passes it to Optuna
+    resume: Optional[str] = None  # a sweep dir or parent run id: jobs whose child FINISHED with the same overrides
+    # are skipped
     compare: bool = True  # at the end of a sweep, write lec.compare plots + HTML and log them to the parent run
 
 
@@ -384,14 +492,9 @@ class LecConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
-    seed: int = 0
+    seed: int = num(0, 0)
     outputs_dir: str = "outputs"
     run_name: Optional[str] = None  # null = the Hydra overrides ("default" when none)
-
-
-def max_row_tokens(cfg: LecConfig) -> int:
-    """The longest training row: the hardware preset's sequence length, capped by the model's context."""
-    return min(cfg.hardware.max_seq_len, cfg.model.max_seq_len)
 
 
 def register() -> None:
@@ -399,121 +502,60 @@ def register() -> None:
     ConfigStore.instance().store(name="lec_schema", node=LecConfig)
 
 
-def validate(cfg: LecConfig) -> LecConfig:
-    """Cross-field checks that typing cannot express; raise ConfigError before any heavy work."""
-    sources = [cfg.model.local_path, cfg.model.hf_id, cfg.model.tiny]
-    if not any(s is not None for s in sources):
-        raise ConfigError(f"model '{cfg.model.name}' needs one of model.hf_id, model.local_path or model.tiny")
-    if cfg.adapter.kind is AdapterKind.qlora and cfg.hardware.device is not Device.cuda:
-        raise ConfigError(
-            f"adapter=qlora needs a CUDA GPU (bitsandbytes 4-bit training), but hardware={cfg.hardware.name} "
-            "runs on cpu: use adapter=lora or adapter=full, or a GPU hardware preset (rtx4090, a100_40gb, h100)"
-        )
-    if cfg.adapter.kind is AdapterKind.qlora and cfg.adapter.quantization is None:
-        raise ConfigError("adapter=qlora needs adapter.quantization (load_in_4bit, quant_type, …)")
-    if not cfg.data.sources:
-        raise ConfigError(f"data '{cfg.data.name}' has no sources")
-    for src in cfg.data.sources:
-        given = [k for k in ("hf_id", "local_path", "generator") if getattr(src, k)]
-        if not given:
-            raise ConfigError(f"data source '{src.name}' needs one of hf_id, local_path or generator")
-        unknown = set(src.fields) - {"instruction", "input", "output", "text"}
-        if unknown:
-            raise ConfigError(
-                f"data source '{src.name}': fields maps unknown target(s) {sorted(unknown)}; "
-                "valid targets: instruction, input, output, text"
-            )
-    if not 0.0 <= cfg.data.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.data.val_fraction}")
-    if cfg.serve.prompt_template is not None and "{prompt}" not in cfg.serve.prompt_template:
-        raise ConfigError("serve.prompt_template must contain '{prompt}' where HELM's prompt goes")
-    from lec.score import POOLS
-
-    if cfg.score.pool not in POOLS and not Path(cfg.score.pool).exists():
-        raise ConfigError(f"score.pool '{cfg.score.pool}' is neither a shipped pool ({', '.join(POOLS)}) nor a file")
-    if cfg.hardware.micro_batch_size < 1 or cfg.hardware.grad_accum < 1:
-        raise ConfigError("hardware.micro_batch_size and hardware.grad_accum must be ≥ 1")
-    if cfg.hardware.memory_fraction_cap is not None and not 0 < cfg.hardware.memory_fraction_cap <= 1:
-        raise ConfigError(f"hardware.memory_fraction_cap must be in (0, 1], got {cfg.hardware.memory_fraction_cap}")
-    if (cfg.train.time_budget_s is not None and cfg.train.time_budget_s <= 0) or cfg.hardware.time_budget_h <= 0:
-        raise ConfigError("train.time_budget_s and hardware.time_budget_h must be > 0")
-    if cfg.train.pack_len is not None and cfg.train.pack_len < cfg.hardware.max_seq_len:
-        raise ConfigError(f"train.pack_len={cfg.train.pack_len} must be ≥ hardware.max_seq_len={cfg.hardware.max_seq_len}")
-    if cfg.eval.num_threads < 1 or cfg.eval.max_eval_instances < 1 or cfg.eval.budget_min <= 0:
-        raise ConfigError("eval.num_threads and eval.max_eval_instances must be ≥ 1 and eval.budget_min > 0")
-    if any(s.weight < 0 or (s.take is not None and s.take < 0) for s in cfg.data.sources):
-        raise ConfigError("data source weight and take must be ≥ 0")
-    _validate_data(cfg.data)
-    if cfg.data.seed >= 1000:
-        raise ConfigError("data.seed must be < 1000: source seeds data.seed×1000+i stay below the eval seeds (≥ 1e6)")
-    if cfg.score.mode not in ("challenge", "helm"):
-        raise ConfigError(f"score.mode must be one of challenge, helm; got '{cfg.score.mode}'")
-    if cfg.sweep.direction not in ("maximize", "minimize"):
-        raise ConfigError(f"sweep.direction must be one of maximize, minimize; got '{cfg.sweep.direction}'")
-    from lec.evaluate.suites import SuiteError, suite_entries
-
-    try:
-        entries = suite_entries(cfg.eval.entries, cfg.eval.confs)
-    except SuiteError as err:
-        raise ConfigError(f"eval '{cfg.eval.name}': {err}") from err
-    if not entries:
-        raise ConfigError(f"eval '{cfg.eval.name}' has no run entries")
-    for entry in entries:
-        if "model={model}" not in entry:
-            raise ConfigError(f"eval entry '{entry}' must contain 'model={{model}}' (lec fills in the served model)")
-    if cfg.hardware.max_seq_len > cfg.model.native_context and cfg.model.tiny is None:
-        raise ConfigError(
-            f"hardware.max_seq_len={cfg.hardware.max_seq_len} exceeds model '{cfg.model.name}' context "
-            f"{cfg.model.native_context}"
-        )
-    return cfg
-
-
-def _validate_data(data: DataConfig) -> None:
-    """Data-section checks (fractions, thread formats, curation knobs)."""
-    for src in data.sources:
-        if src.fraction is not None and not 0.0 < src.fraction <= 1.0:
-            raise ConfigError(f"data source '{src.name}': fraction must be in (0, 1], got {src.fraction}")
-        if src.threads not in (None, "oasst"):
-            raise ConfigError(f"data source '{src.name}': threads '{src.threads}' unknown; valid: oasst")
-    c = data.curation
-    if not 0.0 < c.near_dedup.threshold <= 1.0 or c.near_dedup.num_perm % c.near_dedup.bands:
-        raise ConfigError("data.curation.near_dedup: threshold must be in (0, 1] and num_perm a multiple of bands")
-    if c.near_dedup.ngram < 1 or c.decontam.ngram < 1 or not 1 <= c.decontam.min_tokens <= c.decontam.ngram:
-        raise ConfigError("data.curation: ngram sizes must be ≥ 1 and 1 ≤ decontam.min_tokens ≤ decontam.ngram")
-    if data.resample_epochs < 1:
-        raise ConfigError(f"data.resample_epochs must be ≥ 1, got {data.resample_epochs}")
+# --- the boundary: DictConfig → validated LecConfig -------------------------------------------------------------
 
 
 def load(cfg: DictConfig) -> LecConfig:
-    """The boundary: a composed DictConfig (Hydra or params.yaml) → a validated LecConfig."""
-    if not isinstance(cfg, DictConfig) or OmegaConf.get_type(cfg) is not LecConfig:
-        merged = OmegaConf.merge(OmegaConf.structured(LecConfig), cfg)
-    else:
-        merged = cfg
-    return validate(OmegaConf.to_object(merged))
+    """The boundary: a composed DictConfig (Hydra or params.yaml) → a validated LecConfig. Raises ConfigError with
+    one line naming the key, the value and what is allowed."""
+    check_keys(OmegaConf.to_container(cfg, resolve=False))
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = cfg if OmegaConf.get_type(cfg) is LecConfig else OmegaConf.merge(OmegaConf.structured(LecConfig), cfg)
+        typed = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", "") or ""
+        raise ConfigError(f"{key}: {getattr(err, 'msg', str(err))}".strip(": ").splitlines()[0]) from None
+    return validate(typed)
 
 
-def to_container(cfg: LecConfig) -> Dict[str, Any]:
-    """Plain dict (enums as their values) for logging and params.yaml."""
-    structured = OmegaConf.structured(cfg)
-    return OmegaConf.to_container(structured, resolve=True, enum_to_str=True)
+def check_keys(data: Any, cls: Any = LecConfig, path: str = "") -> None:
+    """Every key of a composed (unresolved) config must be in the schema: `+adapter.rr=4` or a stray key in
+    params.yaml is refused, naming the valid keys at that level."""
+    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+        return
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if not path and key == "hydra":
+            continue
+        if key not in hints:
+            raise ConfigError(f"unknown key '{path}{key}': {cls.__name__} has no '{key}'; valid keys: {', '.join(hints)}")
+        tp = _unwrap(hints[key])
+        if typing.get_origin(tp) in (list, List) and isinstance(value, list):
+            (item,) = typing.get_args(tp) or (None,)
+            for i, v in enumerate(value):
+                check_keys(v, item, f"{path}{key}.{i}.")
+        else:
+            check_keys(value, tp, f"{path}{key}.")
 
 
 def check_override_keys(overrides: List[str]) -> None:
-    """Fail on a dotted override whose key is not in the schema, naming the valid keys at that level
-    (Hydra's own message says only "Key 'rr' not in 'AdapterConfig'")."""
+    """Fail fast, before Hydra composes, on a dotted override (`key=v`, `+key=v`, `++key=v`) whose key is not in the
+    schema, naming the valid keys at that level (Hydra's own message says only "Key 'rr' not in 'AdapterConfig'")."""
     for o in overrides:
-        if "=" not in o or o[0] in "+~" or o.startswith("hydra"):
+        if "=" not in o or o.startswith(("-", "~")):
             continue
-        key = o.split("=", 1)[0]
-        if "/" in key or key in GROUPS or "." not in key and key in ("experiment", "hparams_search"):
+        key = o.split("=", 1)[0].lstrip("+")
+        if key.startswith("hydra") or "/" in key or key in GROUPS or key in SEARCH_GROUPS:
             continue
         cls: Any = LecConfig
-        for part in key.split("."):
+        for i, part in enumerate(key.split(".")):
             hints = typing.get_type_hints(cls)
             if part not in hints:
-                raise ConfigError(f"unknown key '{key}': {cls.__name__} has no '{part}'; valid keys: {', '.join(hints)}")
+                where = ".".join(key.split(".")[:i])
+                raise ConfigError(f"unknown key '{key}': {cls.__name__}{' (' + where + ')' if where else ''} has no "
+                                  f"'{part}'; valid keys: {', '.join(hints)}")  # fmt: skip
             cls = _unwrap(hints[part])
             if not dataclasses.is_dataclass(cls):
                 break  # a leaf, a dict or a list: Hydra/OmegaConf check the rest
@@ -525,13 +567,199 @@ def _unwrap(tp: Any) -> Any:
     return args[0] if typing.get_origin(tp) is typing.Union and len(args) == 1 else tp
 
 
-def compose(overrides: Optional[List[str]] = None) -> LecConfig:
+def to_container(cfg: Any) -> Dict[str, Any]:
+    """Plain dict (enums as their values) of a config or plan dataclass, for logging and YAML."""
+    structured = OmegaConf.structured(cfg)
+    return OmegaConf.to_container(structured, resolve=True, enum_to_str=True)
+
+
+# --- validation: ranges, paths, cross-field rules -----------------------------------------------------------------
+
+HEX40 = re.compile(r"[0-9a-f]{40}")
+FIELD_TARGETS = ("instruction", "input", "output", "text")
+
+
+def validate(cfg: LecConfig) -> LecConfig:
+    """Every check that needs no other lec module; raise ConfigError before any heavy work."""
+    check_ranges(cfg)
+    _check_hardware(cfg.hardware)
+    _check_model(cfg.model, cfg.hardware, cfg.serve)
+    _check_adapter(cfg.adapter, cfg.hardware)
+    _check_data(cfg.data)
+    _check_train(cfg.train)
+    _check_serve(cfg.serve)
+    return cfg
+
+
+def check_ranges(obj: Any, path: str = "") -> None:
+    """Each numeric field against the range declared with it (`num(default, lo, hi)`); NaN/inf never pass."""
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), f"{path}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, key + ".")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    check_ranges(item, f"{key}.{i}.")
+        elif "range" in f.metadata and value is not None:
+            lo, hi, lo_open, hi_open = f.metadata["range"]
+            below = lo is not None and (value <= lo if lo_open else value < lo)
+            above = hi is not None and (value >= hi if hi_open else value > hi)
+            if below or above or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"{key}={value!r} is out of range: must be {_range_text(lo, hi, lo_open, hi_open)}")
+
+
+def _must_exist(key: str, path: Optional[str], want_dir: bool) -> None:
+    if path is None:
+        return
+    p = Path(path)
+    if not (p.is_dir() if want_dir else p.is_file()):
+        kind = "directory" if want_dir else "file"
+        raise ConfigError(f"{key}={path}: no such {kind}" + (f" (cwd: {Path.cwd()})" if not p.is_absolute() else ""))
+
+
+def _check_hardware(hw: HardwareConfig) -> None:
+    if hw.device is Device.cpu:
+        for key, on in (("tf32", hw.tf32), ("memory_fraction_cap", hw.memory_fraction_cap is not None)):
+            if on:
+                raise ConfigError(f"hardware.{key} applies to CUDA only, but hardware={hw.name} runs on cpu: "
+                                  f"remove it or pick a GPU preset (rtx4090, a100_40gb, h100)")  # fmt: skip
+        if hw.attn_implementation.value.startswith("flash"):
+            raise ConfigError(f"hardware.attn_implementation={hw.attn_implementation.value} needs a CUDA GPU; on cpu "
+                              "use sdpa or eager")  # fmt: skip
+    elif hw.vram_gb <= 0:
+        raise ConfigError(f"hardware={hw.name} runs on cuda: set hardware.vram_gb (the card's memory in GB, > 0)")
+    if hw.pack_len is not None and hw.pack_len < hw.max_seq_len:
+        raise ConfigError(f"hardware.pack_len={hw.pack_len} must be ≥ hardware.max_seq_len={hw.max_seq_len}: a packed "
+                          "row holds whole samples")  # fmt: skip
+
+
+def _check_model(m: ModelConfig, hw: HardwareConfig, serve: ServeConfig) -> None:
+    if m.tiny is None and m.hf_id is None and m.local_path is None:
+        raise ConfigError(f"model={m.name} needs model.hf_id (a hub id) or model.local_path (a local directory)")
+    if m.tiny is not None:
+        given = [k for k in ("hf_id", "local_path", "revision") if getattr(m, k) is not None]
+        if given or m.trust_remote_code:
+            raise ConfigError(f"model={m.name} is built in-process (model.tiny): model.{(given or ['trust_remote_code'])[0]} "
+                              "does not apply; pick a hub model (model=hf model.hf_id=…) instead")  # fmt: skip
+        t = m.tiny
+        if t.hidden_size % t.num_attention_heads or t.num_attention_heads % t.num_key_value_heads:
+            raise ConfigError("model.tiny: hidden_size must be a multiple of num_attention_heads, and "
+                              "num_attention_heads of num_key_value_heads")  # fmt: skip
+    if m.trust_remote_code and not HEX40.fullmatch(m.revision or ""):
+        raise ConfigError(f"model.trust_remote_code=true runs Python from the model's repository: pin model.revision "
+                          f"to a 40-hex commit (got {m.revision!r})")  # fmt: skip
+    _must_exist("model.local_path", m.local_path, want_dir=True)
+    for key, n in (("hardware.max_seq_len", hw.max_seq_len), ("serve.max_seq_len", serve.max_seq_len)):
+        if n > m.native_context:
+            raise ConfigError(f"{key}={n} exceeds model={m.name}'s context model.native_context={m.native_context}")
+
+
+def _check_adapter(ad: AdapterConfig, hw: HardwareConfig) -> None:
+    qlora = ad.kind is AdapterKind.qlora
+    if qlora and hw.device is not Device.cuda:
+        raise ConfigError(
+            f"adapter=qlora needs a CUDA GPU (bitsandbytes 4-bit training), but hardware={hw.name} runs on cpu: use "
+            "adapter=lora or adapter=full, or a GPU hardware preset (rtx4090, a100_40gb, h100)"
+        )
+    if qlora != (ad.quantization is not None):
+        raise ConfigError("adapter.quantization (4-bit loading) goes with adapter.kind=qlora only: "
+                          f"kind={ad.kind.value}, quantization={'set' if ad.quantization else 'null'}")  # fmt: skip
+    if ad.kind is not AdapterKind.full:
+        if not ad.target_modules or ("all-linear" in ad.target_modules and len(ad.target_modules) > 1):
+            raise ConfigError(f"adapter.target_modules={ad.target_modules}: give module names (q_proj, …) or "
+                              "[all-linear], not both, not none")  # fmt: skip
+    bnb = ad.optim.value.startswith("paged_") or "8bit" in ad.optim.value
+    if bnb and hw.device is not Device.cuda:
+        raise ConfigError(f"adapter.optim={ad.optim.value} is a bitsandbytes optimizer (CUDA only); on cpu use "
+                          "adamw_torch, adafactor, sgd, adagrad or rmsprop")  # fmt: skip
+
+
+def _check_data(data: DataConfig) -> None:
+    if not data.sources:
+        raise ConfigError(f"data={data.name} has no sources")
+    for i, s in enumerate(data.sources):
+        key = f"data.sources.{i}"
+        if s.generator is not None:
+            extra = [k for k in ("hf_id", "local_path", "config_name", "revision", "threads") if getattr(s, k) is not None]
+            if extra or s.fields:
+                raise ConfigError(f"{key}.{(extra or ['fields'])[0]} does not apply to source '{s.name}': it is "
+                                  f"generated by lec (generator={s.generator}); only n, take, fraction, weight apply")  # fmt: skip
+            if s.n < 1:
+                raise ConfigError(f"{key}.n={s.n}: a generator source needs n ≥ 1 rows")
+        else:
+            if s.hf_id is None and s.local_path is None:
+                raise ConfigError(f"{key} ('{s.name}') needs hf_id (a hub dataset), local_path (a file) or generator")
+            if s.n:
+                raise ConfigError(f"{key}.n={s.n} applies to generator sources only ('{s.name}' is loaded)")
+            _must_exist(f"{key}.local_path", s.local_path, want_dir=False)
+        unknown = sorted(set(s.fields) - set(FIELD_TARGETS))
+        if unknown:
+            raise ConfigError(f"{key}.fields maps unknown target(s) {unknown}; valid: {', '.join(FIELD_TARGETS)}")
+        if s.max_turns is not None and s.threads is None:
+            raise ConfigError(f"{key}.max_turns applies to thread sources only (set threads: oasst)")
+    c = data.curation
+    bad_key = sorted(set(c.exact_dedup.key) - {"instruction", "input", "output"})
+    if bad_key or not c.exact_dedup.key:
+        raise ConfigError(f"data.curation.exact_dedup.key={c.exact_dedup.key}: valid fields: instruction, input, output")
+    if c.near_dedup.num_perm % c.near_dedup.bands:
+        raise ConfigError(f"data.curation.near_dedup.num_perm={c.near_dedup.num_perm} must be a multiple of "
+                          f"bands={c.near_dedup.bands}")  # fmt: skip
+    if c.decontam.min_tokens > c.decontam.ngram:
+        raise ConfigError(f"data.curation.decontam.min_tokens={c.decontam.min_tokens} must be ≤ "
+                          f"decontam.ngram={c.decontam.ngram}")  # fmt: skip
+    _must_exist("data.curation.decontam.scenarios_dir", c.decontam.scenarios_dir, want_dir=True)
+
+
+def _check_train(train: TrainConfig) -> None:
+    if train.resume_from not in (None, "auto"):
+        _must_exist("train.resume_from", train.resume_from, want_dir=True)
+
+
+def _check_serve(serve: ServeConfig) -> None:
+    if serve.prompt_template is not None and "{prompt}" not in serve.prompt_template:
+        raise ConfigError("serve.prompt_template must contain '{prompt}' where HELM's prompt goes")
+    if serve.template_if_blank_lines_below is not None and serve.prompt_template is None:
+        raise ConfigError("serve.template_if_blank_lines_below applies to serve.prompt_template, which is null")
+
+
+def compose(overrides: Optional[List[str]] = None, config_dir: Optional[Path] = None) -> LecConfig:
     """Compose conf/ with Hydra's compose API (tests, tools) and return the validated config."""
+    return load(compose_raw(overrides, config_dir))
+
+
+def compose_raw(overrides: Optional[List[str]] = None, config_dir: Optional[Path] = None) -> DictConfig:
+    """The composed, unvalidated DictConfig (what `python -m lec` and DVC's Hydra composition see)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from hydra.errors import HydraException
+
     check_override_keys(list(overrides or []))
     register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides or []))
-    return load(cfg)
+    with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
+        try:
+            return hydra_compose(config_name="config", overrides=list(overrides or []))
+        except HydraException as err:
+            raise ConfigError(one_line(err)) from None
+
+
+def one_line(err: BaseException) -> str:
+    """Hydra/OmegaConf errors as one line: the override that failed and why (the reason sits in the cause chain:
+    "Error merging override adapter.scheduler=bogus" ← "Invalid value 'bogus', expected one of [linear, …]")."""
+    parts, seen = [], set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        lines = (getattr(err, "msg", None) or str(err)).strip().splitlines()
+        lines = [ln.strip() for ln in lines if ln.strip() and not ln.startswith(("full_key", "    ", "Config search"))]
+        lines = [ln for ln in lines if not ln.startswith(("provider=", "reference_type", "object_type"))]
+        text = " ".join(lines)
+        if text and "$VALUE" not in text and text not in parts:
+            parts.append(text.replace("\t", " ").rstrip("."))
+        err = err.__cause__ or err.__context__
+    return ": ".join(parts)
+
+
+def tracking_uri(cfg: LecConfig) -> str:
+    """mlflow.tracking_uri, or the SQLite store under outputs_dir (the file store is deprecated in MLflow 3)."""
+    return cfg.mlflow.tracking_uri or f"sqlite:///{Path(cfg.outputs_dir).resolve() / 'mlflow.db'}"

@@ -66,7 +66,7 @@ def build_tiny_tokenizer(vocab_size: int) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def build_tiny(cfg: TinyModelConfig) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def build_tiny(cfg: TinyModelConfig, context: int) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A random-init Llama from `cfg`, seeded, with its in-process tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -78,7 +78,7 @@ def build_tiny(cfg: TinyModelConfig) -> Tuple[PreTrainedModel, PreTrainedTokeniz
         num_hidden_layers=cfg.num_hidden_layers,
         num_attention_heads=cfg.num_attention_heads,
         num_key_value_heads=cfg.num_key_value_heads,
-        max_position_embeddings=cfg.max_position_embeddings,
+        max_position_embeddings=context,  # model.native_context
         tie_word_embeddings=True,
         initializer_range=cfg.initializer_range,
         bos_token_id=tokenizer.bos_token_id,
@@ -144,12 +144,12 @@ def materialize_base(cfg: ModelConfig, cache_dir: Path) -> Optional[Path]:
     """
     if cfg.tiny is None:
         return None
-    spec = dict(dataclasses.asdict(cfg.tiny), format=TINY_FORMAT)
+    spec = dict(dataclasses.asdict(cfg.tiny), context=cfg.native_context, format=TINY_FORMAT)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     out_dir = cache_dir / f"tiny-{key}"
     if (out_dir / "config.json").exists():
         return out_dir
-    model, tokenizer = build_tiny(cfg.tiny)
+    model, tokenizer = build_tiny(cfg.tiny, cfg.native_context)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=cache_dir.mkdir(parents=True, exist_ok=True) or cache_dir))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

@@ -1,24 +1,25 @@
-"""One lec run, top to bottom: curate → finetune → evaluate (real HELM) → score → MLflow.
-
-Each stage is a function in lec/stages.py that reads and writes the run dir; dvc.yaml runs the same functions one
-process per stage (`python -m lec.stages <stage>`)."""
+"""One lec run, top to bottom: machine check → memory pre-flight → curate → finetune → evaluate (real HELM) →
+score, inside one MLflow run whose params are the plan. `python -m lec.stages <stage>` (dvc.yaml) runs the same
+function with one stage."""
 
 from __future__ import annotations
 
 import json
 import logging
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Any, Dict, List, Optional
 
 import mlflow
 import yaml
 
 from lec import config as lec_config
-from lec import score, stages, track
+from lec import plan as lec_plan
+from lec import score, track
 from lec.config import LecConfig
+from lec.plan import Plan, RunLayout
+from lec.stages import STAGES
 
 log = logging.getLogger(__name__)
 
@@ -44,56 +45,49 @@ class RunSummary:
         return float("nan") if value is None else value
 
 
-@contextmanager
-def stage(name: str, timings: Dict[str, float]) -> Iterator[None]:
-    log.info("── %s", name)
-    start = time.perf_counter()
-    yield
-    timings[name] = time.perf_counter() - start
-    log.info("── %s done in %.1f s", name, timings[name])
-
-
-def run(cfg: LecConfig, run_dir: Path, run_name: str, choices: Optional[Dict[str, str]] = None) -> RunSummary:
-    if cfg.train.enabled and cfg.train.preflight:
+def run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, tags: Optional[Dict[str, str]] = None,
+        choices: Optional[Dict[str, str]] = None, stages: Optional[List[str]] = None) -> RunSummary:
+    """Run `stages` (default: all four, in registry order) of `plan` in `layout.run_dir`, in one MLflow run."""
+    names = list(stages or STAGES)
+    training = "finetune" in names and plan.train.enabled
+    lec_plan.require_machine(plan.train)  # a CUDA preset without CUDA fails here, before data or weights load
+    if training and plan.train.preflight:
         from lec.preflight import check
 
-        check(cfg)  # memory pre-flight before any heavy work: refuses a run that will not fit, naming the knobs
-    run_dir.mkdir(parents=True, exist_ok=True)
-    params = run_dir / "config.yaml"
-    params.write_text(yaml.safe_dump(lec_config.to_container(cfg), sort_keys=False))
-    t: Dict[str, float] = {}
-    tags = {"lec.run_dir": str(run_dir), "lec.helm_version": _version("crfm-helm")}
-    with track.run(cfg, run_name, tags) as active:
-        summary = RunSummary(run_dir, active.info.run_id, t)
-        track.log_config(cfg, choices)
-
-        with stage("curate", t):
-            stages.curate(cfg, run_dir)  # → run_dir/data/{train,val}.jsonl + curation report, curation/… metrics
-
-        with stage("finetune", t):
-            summary.train = stages.finetune(cfg, run_dir)  # → run_dir/adapter, train/… metrics
-
-        with stage("evaluate", t):
-            ev = stages.evaluate(cfg, run_dir)  # → run_dir/helm, helm/… metrics
-            summary.eval_timed_out = ev.timed_out
-
-        with stage("score", t):
-            scored = stages.score(cfg, run_dir, ev.metrics)  # → challenge/… metrics
-            summary.challenge, summary.scores, summary.standing = scored.challenge, scored.scores, scored.standing
-
-        track.log_metrics({f"timing/{k}_s": v for k, v in t.items()})
-        (run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
-        mlflow.log_artifact(str(run_dir / "summary.json"))
+        check(plan.train, plan.model)  # refuses a run that will not fit, naming the knobs; before any heavy work
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    config = lec_config.to_container(cfg)
+    layout.config.write_text(yaml.safe_dump(config, sort_keys=False))  # the server processes load it
+    timings: Dict[str, float] = {}
+    tags = {"lec.run_dir": str(layout.run_dir), **(tags or {})}
+    with track.run(plan, run_name, tags) as active:
+        summary = RunSummary(layout.run_dir, active.info.run_id, timings)
+        track.log_plan(plan, config, choices)
+        for name in names:
+            if name == "finetune" and not plan.train.enabled:
+                log.info("── finetune skipped (train.enabled=false): the base model is evaluated")
+                continue
+            stage = STAGES[name]
+            log.info("── %s", name)
+            start = time.perf_counter()
+            result = stage.run(plan, layout)
+            stage.record(result, plan, layout)
+            timings[name] = time.perf_counter() - start
+            log.info("── %s done in %.1f s", name, timings[name])
+            _summarise(summary, name, result)
+        track.log_metrics({f"timing/{k}_s": v for k, v in timings.items()})
+        (layout.run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
+        mlflow.log_artifact(str(layout.run_dir / "summary.json"))
     return summary
 
 
-def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "unknown"
+def _summarise(summary: RunSummary, name: str, result: Any) -> None:
+    if name == "finetune":
+        summary.train = track.train_summary(result)
+    elif name == "evaluate":
+        summary.eval_timed_out = result.timed_out
+    elif name == "score":
+        summary.challenge, summary.scores, summary.standing = result.challenge, result.scores, result.standing
 
 
 def _jsonable(s: RunSummary) -> dict:

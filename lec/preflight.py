@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from lec.config import AdapterKind, ConfigError, Device, LecConfig, ModelShape, QuantConfig, max_row_tokens
+from lec.config import AdapterKind, Attention, ConfigError, Device, ModelConfig, ModelShape, Optimizer, QuantConfig
+from lec.plan import LoraPlan, TrainPlan
 
 log = logging.getLogger(__name__)
 GiB = 2**30
@@ -73,9 +74,8 @@ class Estimate:
         )  # fmt: skip
 
 
-def shape_of(cfg: LecConfig, base_dir: Optional[Path] = None) -> ModelShape:
+def shape_of(m: ModelConfig, base_dir: Optional[Path] = None) -> ModelShape:
     """Architecture numbers without loading weights: a local config.json, the tiny config, or model.shape."""
-    m = cfg.model
     local = base_dir or (Path(m.local_path) if m.local_path else None)
     if local is not None and (Path(local) / "config.json").exists():
         c = json.loads((Path(local) / "config.json").read_text())
@@ -133,21 +133,20 @@ def lora_params(s: ModelShape, targets: List[str], r: int) -> int:
     return s.num_hidden_layers * sum(r * (a + b) for t in targets for a, b in dims[t])
 
 
-def _layer_bytes(s: ModelShape, cfg: LecConfig, row_len: int) -> float:
+def _layer_bytes(s: ModelShape, train: TrainPlan, row_len: int) -> float:
     """Bytes autograd saves per token in one decoder layer (HF Llama/Mistral code path, counted tensor by tensor;
     a frozen weight's matmul does not save its input, so what is saved depends on what trains).
 
     S = residual-stream bytes (the embeddings' dtype), A = matmul activation bytes (2 under bf16 autocast),
     M = dropout-mask bytes (bool on CUDA, a float noise tensor on CPU), P = LoRA weight bytes.
     """
-    hw, ad = cfg.hardware, cfg.adapter
-    wb = DTYPE_BYTES[cfg.model.torch_dtype]
-    A = 2 if hw.bf16 else wb
-    P = _lora_bytes(cfg)
-    M = 1 if hw.device is Device.cuda else A
+    wb = DTYPE_BYTES[train.dtype.value]
+    A = 2 if train.bf16 else wb
+    P = _lora_bytes(train)
+    M = 1 if train.device is Device.cuda else A
     h, i = s.hidden_size, s.intermediate_size
     kv = s.num_key_value_heads * (h // s.num_attention_heads)
-    full = ad.kind is AdapterKind.full
+    full = train.lora is None
     widths = {"attn_in": h, "o_in": h, "mlp_in": h, "down_in": i}  # the distinct inputs of a layer's Linears
     feeds = {"q_proj": ["attn_in"], "k_proj": ["attn_in"], "v_proj": ["attn_in"], "o_proj": ["o_in"],
              "gate_proj": ["mlp_in"], "up_proj": ["mlp_in"], "down_proj": ["down_in"],
@@ -155,31 +154,37 @@ def _layer_bytes(s: ModelShape, cfg: LecConfig, row_len: int) -> float:
     saved = set(widths) if full else set()
     lora = 0.0
     if not full:
-        for t in ad.target_modules or cfg.model.lora_target_modules:
+        for t in _targets(s, train.lora):
             for (d_in, _), x in zip(linears(s)[t], feeds[t]):
-                if ad.dropout > 0:
+                if train.lora.dropout > 0:
                     lora += (A + M) * d_in  # dropout's output (lora_A's input) and its mask
                 elif A != P:
                     lora += A * d_in  # the input cast to the adapter's dtype and back by autocast
                 else:
                     saved.add(x)  # lora_A saves the very tensor the frozen Linear reads
-                lora += A * ad.r  # lora_A's output, lora_B's input
+                lora += A * train.lora.r  # lora_A's output, lora_B's input
     norm = 4 * h + (A * h if full else 0)  # fp32 input of the variance; the normalised value (trained weight only)
     attn = A * h + 2 * A * kv + A * h + 4 * s.num_attention_heads  # rotated q, rotated k, v, sdpa output + logsumexp
     if kv < h:
         attn += 2 * A * h  # k, v repeated to every head (repeat_kv) before sdpa
-    if hw.attn_implementation == "eager":
+    if train.attn_implementation is Attention.eager:
         attn += s.num_attention_heads * row_len * (4 + A)  # fp32 softmax + its cast, per query token
     mlp = 3 * A * i  # gate (silu's input), silu(gate) and up (the product's inputs)
     inputs = sum(A * widths[x] for x in saved)
     return 2 * norm + attn + mlp + lora + inputs
 
 
-def _lora_bytes(cfg: LecConfig) -> int:
-    return 2 if cfg.adapter.kind is AdapterKind.qlora and cfg.hardware.bf16 else 4
+def _lora_bytes(train: TrainPlan) -> int:
+    return 2 if train.method is AdapterKind.qlora and train.bf16 else 4
 
 
-def _optimizer_bytes(optim: str, param_bytes: int) -> float:
+def _targets(s: ModelShape, lora: LoraPlan) -> List[str]:
+    """The plan's LoRA targets; `all-linear` (a hub model lec had no shape for at plan time) = every block Linear."""
+    return list(linears(s)) if list(lora.targets) == ["all-linear"] else list(lora.targets)
+
+
+def _optimizer_bytes(optim: Optimizer, param_bytes: int) -> float:
+    optim = optim.value
     if "8bit" in optim:
         return 2.0
     if optim.startswith("sgd"):
@@ -189,46 +194,42 @@ def _optimizer_bytes(optim: str, param_bytes: int) -> float:
     return 2.0 * param_bytes  # AdamW / Lion-like: two states (Lion: one; counted as two, conservative)
 
 
-def capacity_of(cfg: LecConfig) -> Tuple[float, str]:
-    hw = cfg.hardware
-    if hw.device is Device.cuda:
-        gib = hw.usable_vram_gb or hw.vram_gb
-        return gib * GiB, f"GPU {hw.name}"
+def capacity_of(train: TrainPlan) -> Tuple[float, str]:
+    if train.capacity_gb is not None:
+        return train.capacity_gb * GiB, f"GPU {train.hardware}"
     import psutil
 
     return float(psutil.virtual_memory().total), "CPU RAM"
 
 
-def estimate(cfg: LecConfig, base_dir: Optional[Path] = None, capacity: Optional[float] = None) -> Estimate:
-    s = shape_of(cfg, base_dir)
-    hw, ad = cfg.hardware, cfg.adapter
+def estimate(train: TrainPlan, model: ModelConfig, base_dir: Optional[Path] = None,
+             capacity: Optional[float] = None) -> Estimate:
+    s = shape_of(model, base_dir)
     total, lin = param_counts(s)
-    wb = DTYPE_BYTES[cfg.model.torch_dtype]
+    wb = DTYPE_BYTES[train.dtype.value]
     terms: Dict[str, float] = {}
-    if ad.kind is AdapterKind.qlora:
-        q = ad.quantization or QuantConfig()
+    if train.method is AdapterKind.qlora:
+        q = train.quantization or QuantConfig()
         consts = (1 / 64 + 4 / (64 * 256)) if q.double_quant else 4 / 64
-        terms["weights"] = lin * (0.5 + consts) + (total - lin) * (2 if hw.bf16 else 4)
+        terms["weights"] = lin * (0.5 + consts) + (total - lin) * (2 if train.bf16 else 4)
     else:
         terms["weights"] = total * wb
-    if ad.kind is AdapterKind.full:
+    if train.lora is None:
         trainable, pb = total, wb
     else:
-        trainable, pb = lora_params(s, list(ad.target_modules or cfg.model.lora_target_modules), ad.r), _lora_bytes(cfg)
+        trainable, pb = lora_params(s, _targets(s, train.lora), train.lora.r), _lora_bytes(train)
         terms["adapter"] = trainable * pb
     terms["gradients"] = trainable * pb
-    terms["optimizer"] = trainable * _optimizer_bytes(ad.optim, pb)
+    terms["optimizer"] = trainable * _optimizer_bytes(train.optim, pb)
 
-    row = max_row_tokens(cfg)
-    if hw.packing and cfg.train.pack_len:
-        row = cfg.train.pack_len
-    tokens = row * hw.micro_batch_size
-    A = 2 if hw.bf16 else wb
-    S = 2 if ad.kind is AdapterKind.qlora else wb
-    per_layer = _layer_bytes(s, cfg, row)
+    row = train.pack_len or train.seq_len
+    tokens = row * train.micro_batch_size
+    A = 2 if train.bf16 else wb
+    S = 2 if train.method is AdapterKind.qlora else wb
+    per_layer = _layer_bytes(s, train, row)
     working = 2 * A * max(s.hidden_size, s.intermediate_size) + 2 * S * s.hidden_size  # gradients flowing back
     logits = tokens * s.vocab_size * 12.0  # fp32 log-softmax kept + its gradient + the gradient of its input
-    if hw.gradient_checkpointing:
+    if train.gradient_checkpointing:
         # layer inputs stay; the loss' buffers are freed before the first layer is recomputed in backward
         acts = tokens * s.num_hidden_layers * S * s.hidden_size
         recompute = tokens * (per_layer + working)
@@ -236,58 +237,52 @@ def estimate(cfg: LecConfig, base_dir: Optional[Path] = None, capacity: Optional
     else:
         terms["activations"], terms["logits"] = tokens * s.num_hidden_layers * per_layer, logits
     acts = terms["activations"]
-    if hw.attn_implementation != "flash_attention_2":
-        terms["mask"] = hw.micro_batch_size * row * row * (1 if hw.attn_implementation == "sdpa" else A)
-    if hw.device is Device.cuda:
+    if not train.attn_implementation.value.startswith("flash"):
+        terms["mask"] = train.micro_batch_size * row * row * (1 if train.attn_implementation is Attention.sdpa else A)
+    if train.device is Device.cuda:
         terms["cuda context"] = CUDA_CONTEXT + ALLOCATOR_SLACK * (acts + terms["logits"])
-    cap, where = capacity_of(cfg) if capacity is None else (capacity, "given")
-    pageable = ["optimizer"] if ad.optim.startswith("paged_") else []
+    cap, where = capacity_of(train) if capacity is None else (capacity, "given")
+    pageable = ["optimizer"] if train.optim.value.startswith("paged_") else []
     return Estimate(terms, cap, where, pageable, total, trainable, tokens)
 
 
-def _with(cfg: LecConfig, **groups) -> LecConfig:
-    """A copy of cfg with fields of hardware/adapter/train replaced, e.g. _with(cfg, hardware={"micro_batch_size": 1})."""
-    return dataclasses.replace(cfg, **{g: dataclasses.replace(getattr(cfg, g), **v) for g, v in groups.items()})
-
-
-def knobs(cfg: LecConfig, base_dir: Optional[Path] = None) -> List[Tuple[str, float, bool]]:
+def knobs(train: TrainPlan, model: ModelConfig, base_dir: Optional[Path] = None) -> List[Tuple[str, float, bool]]:
     """Single changes that lower the peak: (override, new resident GiB, fits)."""
-    hw, ad = cfg.hardware, cfg.adapter
-    out: List[Tuple[str, LecConfig]] = []
-    if not hw.gradient_checkpointing:
-        out.append(("hardware.gradient_checkpointing=true", _with(cfg, hardware={"gradient_checkpointing": True})))
-    if hw.micro_batch_size > 1:
-        for mb in range(hw.micro_batch_size - 1, 0, -1):
-            c = _with(cfg, hardware={"micro_batch_size": mb, "grad_accum": hw.grad_accum * hw.micro_batch_size // mb})
-            if estimate(c, base_dir).fits or mb == 1:
-                out.append((f"hardware.micro_batch_size={mb} hardware.grad_accum={c.hardware.grad_accum}", c))
+    out: List[Tuple[str, TrainPlan]] = []
+    r = dataclasses.replace
+    if not train.gradient_checkpointing:
+        out.append(("hardware.gradient_checkpointing=true", r(train, gradient_checkpointing=True)))
+    if train.micro_batch_size > 1:
+        for mb in range(train.micro_batch_size - 1, 0, -1):
+            c = r(train, micro_batch_size=mb, grad_accum=train.grad_accum * train.micro_batch_size // mb)
+            if estimate(c, model, base_dir).fits or mb == 1:
+                out.append((f"hardware.micro_batch_size={mb} hardware.grad_accum={c.grad_accum}", c))
                 break
-    row = cfg.train.pack_len if hw.packing and cfg.train.pack_len else hw.max_seq_len
-    for n in (row // 2, row // 4):
-        if n >= 256:
-            key = "train.pack_len" if hw.packing and cfg.train.pack_len else "hardware.max_seq_len"
-            c = _with(cfg, train={"pack_len": n}) if key == "train.pack_len" else _with(cfg, hardware={"max_seq_len": n})
-            out.append((f"{key}={n}", c))
-    if ad.kind is not AdapterKind.qlora and hw.device is Device.cuda:
-        q = _with(cfg, adapter={"kind": AdapterKind.qlora, "quantization": QuantConfig(), "optim": "paged_adamw_32bit"})
+    for n in ((train.pack_len or train.seq_len) // 2, (train.pack_len or train.seq_len) // 4):
+        if n >= 256 and train.pack_len and n >= train.seq_len:
+            out.append((f"hardware.pack_len={n}", r(train, pack_len=n)))
+        elif n >= 256 and not train.pack_len:
+            out.append((f"hardware.max_seq_len={n}", r(train, seq_len=n)))
+    if train.method is not AdapterKind.qlora and train.device is Device.cuda and train.lora is not None:
+        q = r(train, method=AdapterKind.qlora, quantization=QuantConfig(), optim=Optimizer.paged_adamw_32bit)
         out.append(("adapter=qlora", q))
-    if ad.kind is AdapterKind.full:
-        out.append(("adapter=lora", _with(cfg, adapter={"kind": AdapterKind.lora})))
-    if "8bit" not in ad.optim and not ad.optim.startswith("paged_"):
-        out.append(("adapter.optim=paged_adamw_8bit", _with(cfg, adapter={"optim": "paged_adamw_8bit"})))
-    return [(k, (e := estimate(c, base_dir)).resident / GiB, e.fits) for k, c in out]
+    if train.lora is None:
+        out.append(("adapter=lora", r(train, method=AdapterKind.lora, lora=LoraPlan(16, 32, 0.05, "none", ("all-linear",)))))
+    if "8bit" not in train.optim.value and not train.optim.value.startswith("paged_") and train.device is Device.cuda:
+        out.append(("adapter.optim=paged_adamw_8bit", r(train, optim=Optimizer.paged_adamw_8bit)))
+    return [(k, (e := estimate(c, model, base_dir)).resident / GiB, e.fits) for k, c in out]
 
 
-def check(cfg: LecConfig, base_dir: Optional[Path] = None) -> Estimate:
+def check(train: TrainPlan, model: ModelConfig, base_dir: Optional[Path] = None) -> Estimate:
     """Log the estimate; raise ConfigError naming the knobs to turn when it does not fit."""
-    est = estimate(cfg, base_dir)
+    est = estimate(train, model, base_dir)
     log.info("%s", est.table())
     if not est.fits:
-        options = knobs(cfg, base_dir)
+        options = knobs(train, model, base_dir)
         lines = [f"  {k}  → {gib:.1f} GiB" + ("  (fits)" if ok else "") for k, gib, ok in options]
         raise ConfigError(
-            f"memory pre-flight: model={cfg.model.name} adapter={cfg.adapter.name} needs ~{est.resident / GiB:.1f} GiB "
-            f"but hardware={cfg.hardware.name} has {est.capacity / GiB:.1f} GiB ({est.where}). Turn one of these knobs "
+            f"memory pre-flight: model={model.name} adapter={train.method.value} needs ~{est.resident / GiB:.1f} GiB "
+            f"but hardware={train.hardware} has {est.capacity / GiB:.1f} GiB ({est.where}). Turn one of these knobs "
             "(or train.preflight=false to try anyway):\n" + "\n".join(lines) + "\n" + est.table()
         )
     if est.total > est.capacity:
@@ -298,12 +293,17 @@ def check(cfg: LecConfig, base_dir: Optional[Path] = None) -> Estimate:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """`python -m lec.preflight [overrides]`: print the estimate; exit 1 (with the knobs) if it does not fit."""
+    from lec import plan
     from lec.config import compose
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    cfg = compose(list(sys.argv[1:] if argv is None else argv))
     try:
-        print(check(cfg).table())
+        p = plan.build(compose(list(sys.argv[1:] if argv is None else argv)))
+    except ConfigError as err:
+        print(f"lec: invalid config: {err}", file=sys.stderr)
+        return 2
+    try:
+        print(check(p.train, p.model).table())
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 1

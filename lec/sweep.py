@@ -5,7 +5,7 @@ How the pieces meet (stack.md §1.5, §1.7):
   process before any job: it creates the parent run with MlflowClient (never the active fluent run there) and writes
   `<sweep dir>/mlflow_parent.json`. Every job finds its parent through that file, so it works the same for the basic
   launcher (same process), submitit_local (subprocesses) and SLURM (other hosts sharing the sweep dir).
-- `track.run` asks `child_tags()` and tags the job's run `mlflow.parentRunId`, `lec.sweep.id`, `lec.sweep.job`,
+- `lec.__main__.run` passes `child_tags()` to the job's MLflow run, which tags it `mlflow.parentRunId`, `lec.sweep.id`, `lec.sweep.job`,
   `lec.sweep.overrides` (Hydra's override_dirname, also the run's name).
 - `job()` wraps the task function: an exception (an OOM, a bad config, a crash) marks the child FAILED with its error
   and returns None ("no objective"), so the other jobs go on (Hydra would otherwise stop the sweep) and the Optuna
@@ -31,7 +31,7 @@ import socket
 import time
 import traceback
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -42,23 +42,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from lec import config as lec_config
 from lec.config import LecConfig, SweepConfig
+from lec.track import PARENT_FILE, Parent, latest_per_overrides, objective_of, read_parent, write_parent
+from lec.track import client as mlflow_client
 
 log = logging.getLogger(__name__)
-PARENT_FILE = "mlflow_parent.json"
 JOBS_FILE = "jobs.jsonl"
-# A one-stage suite (smoke, open_*) has no Score_full: the stage's own score stands in, as RunSummary.objective does.
-FALLBACK = {"challenge/score_full": ("challenge/score_open", "challenge/score_hidden")}
 
 
-@dataclass
-class Parent:
-    """What a job needs to find its sweep's parent run; stored as <sweep dir>/mlflow_parent.json."""
-
-    run_id: str
-    tracking_uri: str
-    experiment_id: str
-    sweep_id: str
-    sweep_dir: str
 
 
 @dataclass
@@ -71,22 +61,14 @@ class Job:
 
 def register_resolvers() -> None:
     """`${lec_budget_min:hours,minutes,margin}` → whole minutes: the launcher presets' time limit
-    (conf/hydra/launcher/*.yaml: hardware.time_budget_h + hardware.eval_budget_min + a margin)."""
+    (conf/hydra/launcher/*.yaml: hardware.time_budget_h + eval.budget_min + a margin)."""
     if not OmegaConf.has_resolver("lec_budget_min"):
         OmegaConf.register_new_resolver(
             "lec_budget_min", lambda h, m, margin=0: int(math.ceil(float(h) * 60 + float(m) + float(margin))))
 
 
-def objective_of(metrics: Dict[str, float], sweep: SweepConfig) -> float:
-    for key in (sweep.objective, *FALLBACK.get(sweep.objective, ())):
-        if key in metrics and metrics[key] is not None:
-            return float(metrics[key])
-    return float("nan")
 
 
-def read_parent(sweep_dir: Path) -> Optional[Parent]:
-    path = sweep_dir / PARENT_FILE
-    return Parent(**json.loads(path.read_text())) if path.exists() else None
 
 
 def current_job() -> Optional[Job]:
@@ -112,15 +94,8 @@ def _job_tags(job: Job) -> Dict[str, str]:
             "lec.host": socket.gethostname(), "lec.pid": str(os.getpid())}  # fmt: skip
 
 
-def latest_per_overrides(runs: List[Any]) -> Dict[str, Any]:
-    """Per override string, the latest of `runs` (oldest first): a resumed sweep retries failed jobs."""
-    return {r.data.tags.get("lec.sweep.overrides", r.info.run_id): r for r in runs}
 
 
-def mlflow_client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri)
 
 
 def children(parent: Parent) -> List[Any]:
@@ -156,7 +131,7 @@ def job(dcfg: DictConfig, run: Callable[[LecConfig], Any]) -> Optional[float]:
                          info.overrides, done.info.run_id, value)  # fmt: skip
                 return value if math.isfinite(value) else None
         summary = run(cfg)
-        client = mlflow_client(_uri(cfg))
+        client = mlflow_client(lec_config.tracking_uri(cfg))
         value = objective_of(client.get_run(summary.run_id).data.metrics, cfg.sweep)
         if not math.isfinite(value):
             log.warning("job %s finished without the objective %s", info.num if info else "?", cfg.sweep.objective)
@@ -168,12 +143,6 @@ def job(dcfg: DictConfig, run: Callable[[LecConfig], Any]) -> Optional[float]:
         if info is not None and info.parent is not None:
             record_failure(info, err, start_ms)
         return None
-
-
-def _uri(cfg: LecConfig) -> str:
-    from lec import track
-
-    return track.tracking_uri(cfg)
 
 
 def record_failure(info: Job, err: BaseException, start_ms: int) -> None:
@@ -219,7 +188,8 @@ def open_parent(config: DictConfig) -> Parent:
     hc = config.hydra
     sweep_dir = Path(str(hc.sweep.dir)).resolve()
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    uri, exp = track.tracking_uri(cfg), track.experiment_id(cfg)
+    uri = lec_config.tracking_uri(cfg)
+    exp = track.experiment_id(uri, cfg.mlflow.experiment, cfg.outputs_dir)
     client = mlflow_client(uri)
     parent = read_parent(sweep_dir)
     if parent is None and cfg.sweep.resume:
@@ -245,7 +215,7 @@ def open_parent(config: DictConfig) -> Parent:
         sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:6]}"  # readable, and unique across outputs dirs
         tags = {"lec.sweep.role": "parent", "lec.sweep.id": sweep_id, "lec.sweep.dir": str(sweep_dir),
                 "lec.sweep.overrides": " ".join(task), "lec.sweep.objective": cfg.sweep.objective,
-                "lec.sweep.direction": cfg.sweep.direction, "lec.sweep.sweeper": str(choices.get("hydra/sweeper")),
+                "lec.sweep.direction": cfg.sweep.direction.value, "lec.sweep.sweeper": str(choices.get("hydra/sweeper")),
                 "lec.sweep.launcher": str(choices.get("hydra/launcher")), "lec.host": socket.gethostname(),
                 "lec.pid": str(os.getpid())}  # fmt: skip
         where = set(hc.job.config.override_dirname.exclude_keys)  # outputs_dir etc.: not what the sweep is
@@ -258,7 +228,7 @@ def open_parent(config: DictConfig) -> Parent:
             params.update({f"search.{k}": str(v) for k, v in search.items()})
         for key, value in params.items():
             client.log_param(parent.run_id, key[:250], value[:6000])
-    (sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(parent), indent=2))
+    write_parent(sweep_dir, parent)
     return parent
 
 
@@ -295,7 +265,7 @@ def close_parent(parent: Parent, sweep: SweepConfig, interrupted: bool = False) 
         tags["lec.sweep.interrupted"] = "true"
     for k, v in tags.items():
         client.set_tag(parent.run_id, k, v[:8000])
-    client.log_dict(parent.run_id, {"objective": sweep.objective, "direction": sweep.direction, "jobs": rows,
+    client.log_dict(parent.run_id, {"objective": sweep.objective, "direction": sweep.direction.value, "jobs": rows,
                                     "best": best}, "sweep_summary.json")  # fmt: skip
     status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
     client.set_terminated(parent.run_id, status)
@@ -312,7 +282,7 @@ def _note(rows: List[Dict[str, Any]], best: Optional[Dict[str, Any]], sweep: Swe
                                         if math.isfinite(r["objective"]) else math.inf))  # fmt: skip
     n_failed = sum(r["status"] != "FINISHED" for r in rows)
     lines = [f"**{len(rows)} jobs, {len(rows) - n_failed} finished, {n_failed} failed.** "
-             f"Best by `{sweep.objective}` ({sweep.direction}): "
+             f"Best by `{sweep.objective}` ({sweep.direction.value}): "
              + (f"`{best['overrides']}` = {best['objective']:.4f}" if best else "none"), "",
              f"| job | overrides | status | {sweep.objective} | error |", "|---|---|---|---|---|"]  # fmt: skip
     for r in order:

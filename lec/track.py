@@ -1,4 +1,12 @@
-"""MLflow tracking: SQLite store and artifacts under outputs/, params = the flattened resolved config.
+"""Tracking: the one module that turns what ran into MLflow entries and DVC files.
+
+- `run(plan, name, tags)`: an MLflow run that ends FINISHED, or FAILED with the error recorded;
+- `log_plan(plan, choices)`: params = the flattened plan (what ran, not what was typed) + `choice.<group>`, the plan
+  and config as artifacts, and the environment that ran it (lec's git commit, library versions, GPU, `pip freeze`);
+- `record_<stage>(result, plan, layout)`: each stage's typed result → metrics, tags, artifacts and the stage's DVC
+  metrics/plots files under the run dir.
+Sweep helpers that read runs back (the parent file, the objective, the latest child per overrides) live here too, so
+`sweep` and `compare` both import tracking and not each other.
 
 Pitfalls handled (stack.md §3): the file store is deprecated, so the store is `sqlite:///<abs outputs>/mlflow.db`;
 the artifact root defaults to ./mlruns relative to the cwd, so the experiment is created with an explicit
@@ -8,53 +16,59 @@ the artifact root defaults to ./mlruns relative to the cwd, so the experiment is
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
 import logging
+import platform
 import re
+import subprocess
+import sys
 import traceback
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import mlflow
-from mlflow.tracking import MlflowClient
 
-from lec import config as lec_config
-from lec.config import LecConfig
+from lec import plan as lec_plan
+from lec.config import AdapterKind, SweepConfig
+from lec.plan import Plan, RunLayout
 
 log = logging.getLogger(__name__)
-MAX_PARAM = 6000  # MLflow's MAX_PARAM_VAL_LENGTH
 _BAD = re.compile(r"[^\w\-. :]", re.ASCII)
+PARENT_FILE = "mlflow_parent.json"
+# A one-stage suite (smoke, open_*) has no Score_full: the stage's own score stands in.
+FALLBACK = {"challenge/score_full": ("challenge/score_open", "challenge/score_hidden")}
 
 
-def outputs(cfg: LecConfig) -> Path:
-    return Path(cfg.outputs_dir).resolve()
+# --- the store and the run ----------------------------------------------------------------------------------------
 
 
-def tracking_uri(cfg: LecConfig) -> str:
-    return cfg.mlflow.tracking_uri or f"sqlite:///{outputs(cfg) / 'mlflow.db'}"
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
 
 
-def experiment_id(cfg: LecConfig) -> str:
-    out = outputs(cfg)
+def experiment_id(tracking_uri: str, experiment: str, outputs_dir: str) -> str:
+    out = Path(outputs_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(tracking_uri(cfg))
-    exp = mlflow.get_experiment_by_name(cfg.mlflow.experiment)
+    mlflow.set_tracking_uri(tracking_uri)
+    exp = mlflow.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
     try:
-        return mlflow.create_experiment(cfg.mlflow.experiment, artifact_location=(out / "mlartifacts").as_uri())
+        return mlflow.create_experiment(experiment, artifact_location=(out / "mlartifacts").as_uri())
     except mlflow.exceptions.MlflowException:  # created concurrently by another job of a sweep
-        return mlflow.get_experiment_by_name(cfg.mlflow.experiment).experiment_id
+        return mlflow.get_experiment_by_name(experiment).experiment_id
 
 
 @contextlib.contextmanager
-def run(cfg: LecConfig, run_name: str, tags: Optional[Dict[str, str]] = None) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run that ends FINISHED, or FAILED with the error recorded when the body raises. Inside a Hydra
-    multirun job it is a child of the sweep's parent run (lec/sweep.py: mlflow.parentRunId + lec.sweep.* tags)."""
-    from lec import sweep
-
-    exp = experiment_id(cfg)
-    tags = {**sweep.child_tags(), **(tags or {})}
-    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags) as active:
+def run(plan: Plan, run_name: str, tags: Optional[Dict[str, str]] = None) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run that ends FINISHED, or FAILED with the error recorded when the body raises. A sweep job passes
+    its child tags (lec.sweep.child_tags: mlflow.parentRunId + lec.sweep.*)."""
+    exp = experiment_id(plan.tracking_uri, plan.experiment, plan.outputs_dir)
+    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags or {}) as active:
         try:
             yield active
         except BaseException as err:
@@ -64,24 +78,52 @@ def run(cfg: LecConfig, run_name: str, tags: Optional[Dict[str, str]] = None) ->
             raise
 
 
-def flatten(data: Mapping[str, Any], prefix: str = "") -> Dict[str, str]:
-    flat: Dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = str(value)[:MAX_PARAM]
-    return flat
-
-
-def log_config(cfg: LecConfig, choices: Optional[Dict[str, str]] = None) -> None:
-    """params = the flattened resolved config (+ `choice.<group>`), and the whole config as config/config.yaml."""
-    container = lec_config.to_container(cfg)
-    params = flatten(container)
+def log_plan(plan: Plan, config: Dict[str, Any], choices: Optional[Dict[str, str]] = None) -> None:
+    """params = the flattened plan (+ `choice.<group>`); artifacts plan/plan.yaml, config/config.yaml and
+    environment/pip_freeze.txt; tags lec.env.* (see `environment`)."""
+    params = lec_plan.params(plan)
     params.update({f"choice.{g}": c for g, c in (choices or {}).items()})
-    mlflow.log_params(params)
-    mlflow.log_dict(container, "config/config.yaml")
+    items = list(params.items())
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
+        mlflow.log_params(dict(items[i : i + 100]))
+    mlflow.log_text(lec_plan.to_yaml(plan), "plan/plan.yaml")
+    mlflow.log_dict(config, "config/config.yaml")
+    env, freeze = environment()
+    mlflow.set_tags({f"lec.env.{k}": v for k, v in env.items()})
+    mlflow.log_text(freeze, "environment/pip_freeze.txt")
+
+
+def environment() -> tuple:
+    """What is needed to rebuild the run ("Docker and pip are not that reproducible", the organisers found):
+    ({lec commit, dirty tree, python, torch, cuda, gpu, transformers, peft, crfm-helm, …}, `pip freeze` text)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    env: Dict[str, str] = {"python": platform.python_version(), "platform": platform.platform()}
+    commit = git("rev-parse", "HEAD") if (root / ".git").exists() else None
+    env["git_commit"] = commit or "unknown (not a git checkout: an installed lec)"
+    env["git_dirty"] = str(bool(git("status", "--porcelain", "--untracked-files=no"))) if commit else "unknown"
+    for dist in ("lec", "torch", "transformers", "peft", "accelerate", "crfm-helm", "mlflow", "hydra-core", "dvc",
+                 "bitsandbytes"):  # fmt: skip
+        try:
+            env[dist] = version(dist)
+        except PackageNotFoundError:
+            env[dist] = "not installed"
+    import torch
+
+    env["cuda"] = str(torch.version.cuda) if torch.cuda.is_available() else "none"
+    env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    freeze = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all"], capture_output=True, text=True,
+                            timeout=120).stdout  # fmt: skip
+    return env, freeze
 
 
 def metric_name(*parts: str) -> str:
@@ -100,7 +142,166 @@ def log_metrics(metrics: Mapping[str, float], step: Optional[int] = None) -> Non
         mlflow.log_metrics(clean, step=step)
 
 
-def run_info(run_id: str, cfg: LecConfig) -> Dict[str, Any]:
-    client = MlflowClient(tracking_uri(cfg))
-    r = client.get_run(run_id)
-    return {"status": r.info.status, "metrics": r.data.metrics, "params": r.data.params}
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# --- each stage's result → MLflow + its DVC files -----------------------------------------------------------------
+
+
+def record_curate(mixture, plan: Plan, layout: RunLayout) -> None:
+    """curation/… metrics, the curation report artifact, <dir>/curation.json (DVC metrics)."""
+    metrics = {"curation/n_train": mixture.n_train, "curation/n_val": mixture.n_val}
+    for s in mixture.sources:
+        prefix = f"curation/{metric_name(s.name)}"
+        dropped = sum(st.dropped_by_source.get(s.name, 0) for st in mixture.steps)
+        metrics.update({f"{prefix}/rows_in": s.rows_in, f"{prefix}/rows_out": s.rows_out,
+                        f"{prefix}/bad": sum(s.bad.values()), f"{prefix}/filtered": s.filtered,
+                        f"{prefix}/llm_generated": s.llm_generated, f"{prefix}/curation_dropped": dropped})  # fmt: skip
+    for st in mixture.steps:
+        if st.enabled:
+            metrics[f"curation/step/{st.step}/dropped"] = st.rows_in - st.rows_out
+            metrics[f"curation/step/{st.step}/seconds"] = st.seconds
+    metrics["curation/decontam/instances"] = mixture.decontam.get("instances", 0)
+    log_metrics(metrics)
+    mlflow.set_tag("lec.decontam", mixture.decontam.get("note", "")[:5000])
+    mlflow.log_dict(mixture.report(), "curation/curation_report.json")
+    _write_json(layout.run_dir / "curation.json", metrics)
+
+
+def train_summary(result) -> Dict[str, Any]:
+    return {"steps": result.steps, "planned_steps": result.planned_steps, "loss": result.train_loss,
+            "seconds": result.seconds, "elapsed_s": result.elapsed_s, "stopped_by_budget": result.stopped_by_budget,
+            "tokens_per_s": result.tokens / max(result.seconds, 1e-9), "trainable_params": result.trainable_params,
+            "resumed_from": str(result.resumed_from) if result.resumed_from else None}  # fmt: skip
+
+
+def record_finetune(result, plan: Plan, layout: RunLayout) -> None:
+    """train/final_… metrics, the resolved step count as a param, the weights, <dir>/train.json + train_loss.csv."""
+    summary = train_summary(result)
+    log_metrics({f"train/final_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+    mlflow.log_param("train.steps", result.planned_steps)  # epochs → steps is known only after curation
+    _log_weights(plan.train.method, result.adapter_dir)
+    _loss_csv(Path(result.log_path), layout.run_dir / "train_loss.csv")
+    _write_json(layout.run_dir / "train.json", summary)
+
+
+def _log_weights(method: AdapterKind, weights: Path) -> None:
+    """A LoRA adapter (MBs) goes to MLflow whole; a full fine-tune (14 GB for a 7B in bf16) stays on disk, and MLflow
+    gets its config/tokenizer files and the path (tag lec.weights_dir)."""
+    mlflow.set_tag("lec.weights_dir", str(weights.resolve()))
+    if method is not AdapterKind.full:
+        mlflow.log_artifacts(str(weights), "adapter")
+        return
+    for f in sorted(weights.iterdir()):
+        if f.is_file() and f.suffix not in (".safetensors", ".bin", ".pt", ".pth"):
+            mlflow.log_artifact(str(f), "adapter")
+
+
+def _loss_csv(log_path: Path, csv_path: Path) -> None:
+    """train_log.jsonl → step,loss CSV (the loss-curve plot in dvc.yaml)."""
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()] if log_path.exists() else []
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "loss"])
+        w.writerows([r["step"], r["train/loss"]] for r in rows if "train/loss" in r)
+
+
+def record_evaluate(ev, plan: Plan, layout: RunLayout) -> None:
+    """helm/… metrics per model, the budget tags, HELM's per-run files, <dir>/eval_metrics.json + scenario_scores.csv."""
+    mlflow.set_tags({"lec.eval_suite": ev.suite, "lec.eval_timed_out": str(ev.timed_out)})
+    if ev.timed_out:  # say so where people look: the run's tags and a metric per model
+        mlflow.set_tag("lec.eval_budget_overrun", f"helm-run stopped at the {plan.eval.budget_min:g} min budget; "
+                       f"unanswered scenarios scored 0: {ev.unanswered}")  # fmt: skip
+        log_metrics({f"{'' if label == 'tuned' else label + '/'}eval/unanswered_scenarios": len(groups)
+                     for label, groups in ev.unanswered.items()})  # fmt: skip
+    for label, scenarios in ev.metrics.items():
+        prefix = "" if label == "tuned" else f"{label}/"
+        for scenario, metrics in scenarios.items():
+            log_metrics({f"{prefix}helm/{metric_name(scenario, k)}": v for k, v in metrics.items()})
+    log_metrics({"eval/seconds": ev.seconds, "eval/runs_finished": ev.runs_finished})
+    _log_helm_artifacts(ev.helm_output, ev.suite)
+    _write_json(layout.run_dir / "eval_metrics.json", {"metrics": ev.metrics, "seconds": ev.seconds,
+                                                       "timed_out": ev.timed_out, "runs_finished": ev.runs_finished,
+                                                       "unanswered": ev.unanswered})  # fmt: skip
+    with (layout.run_dir / "scenario_scores.csv").open("w", newline="") as f:  # the per-scenario plot in dvc.yaml
+        w = csv.writer(f)
+        w.writerow(["model_scenario_metric", "value"])
+        w.writerows([f"{label}|{sc}|{k}", v] for label, scs in ev.metrics.items()
+                    for sc, ms in scs.items() for k, v in ms.items())  # fmt: skip
+
+
+def _log_helm_artifacts(helm_output: Path, suite: str) -> None:
+    """Per-run run_spec/stats/per_instance_stats plus the helm-run log; not HELM's whole output tree."""
+    runs = helm_output / "runs" / suite
+    for run_dir in sorted(runs.iterdir()) if runs.exists() else []:
+        if run_dir.is_dir() and (run_dir / "stats.json").exists():
+            name = metric_name(run_dir.name.replace(":", "_").replace(",", "_").replace("=", "-"))
+            for f in ("run_spec.json", "stats.json", "per_instance_stats.json"):
+                if (run_dir / f).exists():
+                    mlflow.log_artifact(str(run_dir / f), f"helm/{name}")
+    for f in helm_output.glob("helm-*.log"):
+        mlflow.log_artifact(str(f), "helm")
+
+
+def record_score(scored, plan: Plan, layout: RunLayout) -> None:
+    """challenge/… metrics per model (metrics, scenario means, standing), pool tags, <dir>/score.json."""
+    for label, metrics in scored.challenge.items():
+        prefix = "" if label == "tuned" else f"{label}/"
+        log_metrics({f"{prefix}challenge/{metric_name(k)}": v for k, v in metrics.items()})
+        log_metrics({f"{prefix}challenge/mean/{metric_name(k)}": v for k, v in scored.scores[label].items()})
+        if label not in scored.standing:
+            mlflow.set_tag(f"lec.{label}.unranked", scored.unranked.get(label, ""))
+            continue
+        st = scored.standing[label].standing
+        log_metrics({f"{prefix}challenge/{k}": v for k, v in {
+            "score_open": st.score_open, "score_hidden": st.score_hidden, "score_full": st.score_full,
+            "rank": st.rank, "rank_open": st.rank_open, "rank_hidden": st.rank_hidden,
+            "gap_open_minus_hidden": st.gap}.items()})  # fmt: skip
+    mlflow.set_tags({"lec.score_pool": plan.score.pool, "lec.score_mode": plan.score.mode.value,
+                     "lec.score_pool_size": str(scored.pool_size), "lec.score_scenarios": ",".join(scored.scenarios)})  # fmt: skip
+    flat = {}
+    for label, ranked in scored.standing.items():
+        st = ranked.standing
+        for k, v in {"score_open": st.score_open, "score_hidden": st.score_hidden, "score_full": st.score_full,
+                     "rank": st.rank, "gap": st.gap}.items():  # fmt: skip
+            if v is not None:
+                flat[f"{label}/{k}"] = v
+    for label, means in scored.scores.items():
+        flat.update({f"{label}/mean/{k}": v for k, v in means.items() if v is not None})
+    _write_json(layout.run_dir / "score.json", flat)
+
+
+# --- reading runs back: sweeps and comparisons --------------------------------------------------------------------
+
+
+@dataclass
+class Parent:
+    """What a job needs to find its sweep's parent run; stored as <sweep dir>/mlflow_parent.json."""
+
+    run_id: str
+    tracking_uri: str
+    experiment_id: str
+    sweep_id: str
+    sweep_dir: str
+
+
+def read_parent(sweep_dir: Path) -> Optional[Parent]:
+    path = sweep_dir / PARENT_FILE
+    return Parent(**json.loads(path.read_text())) if path.exists() else None
+
+
+def write_parent(sweep_dir: Path, parent: Parent) -> None:
+    (sweep_dir / PARENT_FILE).write_text(json.dumps(asdict(parent), indent=2))
+
+
+def objective_of(metrics: Dict[str, float], sweep: SweepConfig) -> float:
+    for key in (sweep.objective, *FALLBACK.get(sweep.objective, ())):
+        if key in metrics and metrics[key] is not None:
+            return float(metrics[key])
+    return float("nan")
+
+
+def latest_per_overrides(runs: List[Any]) -> Dict[str, Any]:
+    """Per override string, the latest of `runs` (oldest first): a resumed sweep retries failed jobs."""
+    return {r.data.tags.get("lec.sweep.overrides", r.info.run_id): r for r in runs}

@@ -1,7 +1,7 @@
 """Curate a data mixture: load each source, normalise rows to {instruction, input, output}, count bad rows,
 filter, weight, shuffle (seeded) and split into train/val JSONL plus a report.
 
-Curation filters (language, length in tokens, dedup, decontamination; lec.data.curate) run between normalise and
+Curation filters (language, length in tokens, dedup, decontamination; lec.data.filters) run between normalise and
 mix; every row read is accounted for in the report (bad, filtered, LLM-generated, not taken, or dropped by a step).
 """
 
@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from lec import progress
 from lec.config import DataConfig, SourceConfig, Template
 from lec.data.synthetic import GENERATORS
+from lec.data.filters import Context, run_steps
 from lec.data.templates import chat_messages
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class Mixture:
     n_train: int
     n_val: int
     sources: List[SourceReport]
-    steps: List[Any] = field(default_factory=list)  # lec.data.curate.StepReport per curation step
+    steps: List[Any] = field(default_factory=list)  # lec.data.filters.StepReport per curation step
     decontam: Dict[str, Any] = field(default_factory=dict)
 
     def report(self) -> Dict[str, Any]:
@@ -212,11 +213,9 @@ def _llm_generated(row: Dict[str, Any], column_values: Dict[str, List[str]]) -> 
 
 
 def build_mixture(cfg: DataConfig, out_dir: Path, ctx: "Optional[Context]" = None) -> Mixture:
-    """Load → filter → normalise → take/fraction per source; curation steps over the pooled rows (lec.data.curate;
+    """Load → filter → normalise → take/fraction per source; curation steps over the pooled rows (lec.data.filters;
     `ctx` brings the model tokenizer and the eval instances, without them those steps are skipped and say so);
     seeded val split; weights (re-drawn per pass when resample_epochs > 1) → train/val JSONL + curation_report.json."""
-    from lec.data.curate import Context, run_steps
-
     ctx = ctx or Context(cfg.template)
     rng = random.Random(cfg.seed)
     banned = cfg.curation.llm_generated

@@ -10,11 +10,11 @@ from typing import Dict, List, Optional
 
 import requests
 
-from lec.config import LecConfig
+from lec.config import ModelConfig
 from lec.evaluate import helm
 from lec.evaluate.smoke_data import write_scenarios
 from lec.evaluate.stats import read_suite, scenario_metrics
-from lec.evaluate.suites import suite_entries
+from lec.plan import EvalPlan, RunLayout, ServePlan
 from lec.score import METRICS
 from lec.serve.process import ServerSpec, serving
 
@@ -40,30 +40,33 @@ class EvalResult:
 
 
 def evaluate(
-    cfg: LecConfig,
-    run_dir: Path,
-    params: Path,
+    ev: EvalPlan,
+    serve: ServePlan,
+    model: ModelConfig,
+    layout: RunLayout,
     adapter_dir: Optional[Path],
     base_dir: Optional[Path],
 ) -> EvalResult:
-    """Evaluate the tuned model (and, with eval.eval_base, the untuned base) on cfg.eval with real HELM."""
-    helm_output = run_dir / "helm"
-    cache = Path(cfg.outputs_dir).resolve() / "cache"
-    if cfg.eval.synthetic is not None:
-        write_scenarios(helm_output, cfg.eval.synthetic)
+    """Evaluate the tuned model (and, with eval.eval_base, the untuned base) on the plan's suite with real HELM.
+    The server processes load the run's config from layout.config."""
+    helm_output = layout.helm
+    cache = layout.cache
+    if ev.synthetic is not None:
+        write_scenarios(helm_output, ev.synthetic)
 
     models = [("tuned", adapter_dir)] if adapter_dir else []
-    if cfg.eval.eval_base or not models:
+    if ev.eval_base or not models:
         models.append(("base", None))
     # On a CPU box the servers share the cores: one torch thread each keeps them from oversubscribing.
-    threads = 1 if len(models) > 1 and cfg.hardware.device.value == "cpu" else cfg.hardware.num_threads
+    threads = 1 if len(models) > 1 and serve.device.value == "cpu" else serve.num_threads
     specs = [
-        ServerSpec(params, run_dir / f"server-{label}.log", base=base_dir, adapter=adapter, name=label, threads=threads)
+        ServerSpec(layout.config, layout.run_dir / f"server-{label}.log", base=base_dir, adapter=adapter, name=label,
+                   threads=threads)  # fmt: skip
         for label, adapter in models
     ]
-    tokenizer = _special_tokens(cfg, base_dir)
-    suite = suite_entries(cfg.eval.entries, cfg.eval.confs)
-    with serving(specs, timeout_s=cfg.serve.startup_timeout_s) as urls:
+    tokenizer = _special_tokens(model, base_dir)
+    suite = list(ev.entries)
+    with serving(specs, timeout_s=serve.startup_timeout_s) as urls:
         # HELM fits prompts to max_sequence_length; the server's prompt template (data.template / serve.prompt_template)
         # adds tokens, so HELM is told the served context minus what the server reports its wrapper needs.
         health = [requests.get(f"{url}/health", timeout=10).json() for url in urls]
@@ -76,18 +79,18 @@ def evaluate(
             conf,
             helm_output,
             helm_output / "prod_env",
-            suite=cfg.eval.suite,
-            max_eval_instances=cfg.eval.max_eval_instances,
-            num_threads=cfg.eval.num_threads,
-            budget_s=cfg.eval.budget_min * 60,
+            suite=ev.suite,
+            max_eval_instances=ev.max_eval_instances,
+            num_threads=ev.num_threads,
+            budget_s=ev.budget_min * 60,
             cache_dir=cache,
         )
-    runs = read_suite(helm_output, cfg.eval.suite)
-    if not runs:
+    runs = read_suite(helm_output, ev.suite)
+    if not runs and not result.timed_out:
         raise EvalError(f"helm-run finished no run (exit {result.returncode}):\n{helm.log_tail(result.log_path)}")
     if result.returncode != 0 and not result.timed_out:
         log.warning("helm-run exited %d; keeping the %d finished runs", result.returncode, len(runs))
-    summarize_rc = helm.helm_summarize(helm_output, cfg.eval.suite, cache)
+    summarize_rc = helm.helm_summarize(helm_output, ev.suite, cache) if runs else None
     by_model = scenario_metrics(runs)
     metrics = {label: by_model.get(f"{helm.ORG}/{label}", {}) for label, _ in models}
     unanswered = {}
@@ -95,11 +98,11 @@ def evaluate(
         expected = suite_groups(suite)
         for label, _ in models:
             unanswered[label] = score_unanswered(metrics[label], expected)
-        log.warning("eval budget of %.0f min ran out; unanswered scenarios scored 0: %s", cfg.eval.budget_min,
+        log.warning("eval budget of %.0f min ran out; unanswered scenarios scored 0: %s", ev.budget_min,
                     unanswered)  # fmt: skip
     return EvalResult(
         helm_output,
-        cfg.eval.suite,
+        ev.suite,
         entries,
         metrics,
         result.seconds,
@@ -127,9 +130,9 @@ def score_unanswered(metrics: Dict[str, Dict[str, float]], expected: List[str]) 
     return missing
 
 
-def _special_tokens(cfg: LecConfig, base_dir: Optional[Path]) -> tuple:
+def _special_tokens(model: ModelConfig, base_dir: Optional[Path]) -> tuple:
     """(end_of_text_token, prefix_token) for HELM's tokenizer config, from the model's own tokenizer."""
     from lec.models import load_tokenizer
 
-    tok = load_tokenizer(cfg.model, path=str(base_dir) if base_dir else None)
+    tok = load_tokenizer(model, path=str(base_dir) if base_dir else None)
     return tok.eos_token or "</s>", tok.bos_token or tok.eos_token or "<s>"

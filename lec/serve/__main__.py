@@ -13,7 +13,7 @@ import logging
 import uvicorn
 from omegaconf import OmegaConf
 
-from lec import config
+from lec import config, plan
 from lec.serve.app import create_app
 from lec.serve.load import load_engine
 
@@ -30,21 +30,23 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[lec.serve] %(message)s")
 
-    if args.params:
-        cfg = config.load(OmegaConf.merge(OmegaConf.load(args.params), OmegaConf.from_dotlist(args.overrides)))
-    else:
-        cfg = config.compose(args.overrides)
+    try:
+        if args.params:
+            cfg = config.load(OmegaConf.merge(OmegaConf.load(args.params), OmegaConf.from_dotlist(args.overrides)))
+        else:
+            cfg = config.compose(args.overrides)
+        p = plan.build(cfg)
+    except config.ConfigError as err:
+        raise SystemExit(f"lec.serve: invalid config: {err}") from None
     base = args.base
-    if base is None and cfg.model.tiny is not None:
-        from pathlib import Path
-
+    if base is None and p.model.tiny is not None:
         from lec.models import materialize_base
 
-        base = str(materialize_base(cfg.model, Path(cfg.outputs_dir) / "cache"))
-    engine = load_engine(cfg, base=base, adapter=args.adapter)
-    host = args.host or cfg.serve.host
-    port = args.port if args.port is not None else (cfg.serve.port or 8080)
-    app = create_app(engine, name=args.name, max_batch_size=cfg.serve.max_batch_size, batch_wait_ms=cfg.serve.batch_wait_ms)
+        base = str(materialize_base(p.model, plan.RunLayout.of(p.outputs_dir).cache))
+    engine = load_engine(p.serve, p.model, base=base, adapter=args.adapter)
+    host = args.host or p.serve.host
+    port = args.port if args.port is not None else (p.serve.port or 8080)
+    app = create_app(engine, name=args.name, max_batch_size=p.serve.max_batch_size, batch_wait_ms=p.serve.batch_wait_ms)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

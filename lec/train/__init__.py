@@ -1,4 +1,4 @@
-"""Training: `finetune(cfg, train_path, base_dir, out_dir)` — see lec/train/finetune.py, read top to bottom.
+"""Training: `finetune(plan.train, plan.model, layout, base_dir)` — see lec/train/finetune.py, read top to bottom.
 
 packing.py (encode, pack, collate) · budget.py (time budget, atomic checkpoints, resume) · finetune.py (the recipe)
 """

@@ -1,6 +1,6 @@
 """Fine-tune: base model → LoRA / QLoRA / full → transformers Trainer → adapter directory.
 
-Read top to bottom: pre-flight → tokenize (and pack) the mixture → apply the memory cap → load the base →
+Read top to bottom: tokenize (and pack) the mixture → apply the memory cap → load the base →
 attach the adapter → train within the time budget (atomic checkpoints, resume) → save.
 """
 
@@ -18,9 +18,10 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from lec import progress
-from lec.config import AdapterKind, ConfigError, Device, HardwareConfig, LecConfig, max_row_tokens
+from lec.config import Device, ModelConfig
 from lec.data.mixture import read_jsonl
 from lec.models import load_model, load_tokenizer
+from lec.plan import RunLayout, TrainPlan
 from lec.train.budget import PARTIAL, AtomicCheckpoints, TimeBudget, elapsed_in, find_resume
 from lec.train.packing import collate, encode, pack
 
@@ -39,6 +40,7 @@ class TrainResult:
     elapsed_s: float = 0.0  # training time including the runs this one resumed
     stopped_by_budget: bool = False
     resumed_from: Optional[Path] = None
+    planned_steps: int = 0  # total_steps(): train.max_steps or adapter.epochs over the rows
 
 
 class LossLog(TrainerCallback):
@@ -60,79 +62,71 @@ class LossLog(TrainerCallback):
             self.on_metrics(metrics, state.global_step)
 
 
-def time_budget_s(cfg: LecConfig) -> float:
-    return cfg.train.time_budget_s if cfg.train.time_budget_s is not None else cfg.hardware.time_budget_h * 3600
-
-
-def apply_memory_cap(hw: HardwareConfig) -> Optional[float]:
+def apply_memory_cap(train: TrainPlan) -> Optional[float]:
     """Emulate a smaller card on a bigger one (MSR's trick on 80 GB cards): cap this process's CUDA memory.
-    Returns the fraction applied, or None (no cap set, or not on CUDA: logged and ignored)."""
-    if hw.memory_fraction_cap is None:
-        if hw.device is Device.cuda and torch.cuda.is_available():
-            total = torch.cuda.get_device_properties(0).total_memory / 2**30
-            want = hw.usable_vram_gb or hw.vram_gb
-            if total > want * 1.05:
-                log.warning("this GPU has %.1f GiB but hardware=%s is a %.1f GiB card: set "
-                            "hardware.memory_fraction_cap=%.3f to emulate it", total, hw.name, want, want / total)  # fmt: skip
+    Returns the fraction applied (config.validate refuses the cap on CPU presets)."""
+    if train.device is not Device.cuda or not torch.cuda.is_available():
         return None
-    if not 0.0 < hw.memory_fraction_cap <= 1.0:
-        raise ConfigError(f"hardware.memory_fraction_cap must be in (0, 1], got {hw.memory_fraction_cap}")
-    if hw.device is not Device.cuda or not torch.cuda.is_available():
-        log.info("hardware.memory_fraction_cap=%s ignored: no CUDA device", hw.memory_fraction_cap)
-        return None
-    torch.cuda.set_per_process_memory_fraction(hw.memory_fraction_cap, 0)
     total = torch.cuda.get_device_properties(0).total_memory / 2**30
-    log.info("CUDA memory capped at %.3f × %.1f GiB = %.1f GiB", hw.memory_fraction_cap, total,
-             hw.memory_fraction_cap * total)  # fmt: skip
-    return hw.memory_fraction_cap
+    if train.memory_fraction_cap is None:
+        if train.capacity_gb and total > train.capacity_gb * 1.05:
+            log.warning("this GPU has %.1f GiB but hardware=%s is a %.1f GiB card: set "
+                        "hardware.memory_fraction_cap=%.3f to emulate it", total, train.hardware, train.capacity_gb,
+                        train.capacity_gb / total)  # fmt: skip
+        return None
+    torch.cuda.set_per_process_memory_fraction(train.memory_fraction_cap, 0)
+    log.info("CUDA memory capped at %.3f × %.1f GiB = %.1f GiB", train.memory_fraction_cap, total,
+             train.memory_fraction_cap * total)  # fmt: skip
+    return train.memory_fraction_cap
 
 
-def _load_kwargs(cfg: LecConfig) -> dict:
+def _load_kwargs(train: TrainPlan) -> dict:
     """Attention kernel, and on CUDA the 4-bit bitsandbytes config of QLoRA (validate() refuses QLoRA on CPU)."""
-    kwargs: dict = {"attn_implementation": cfg.hardware.attn_implementation}
-    q = cfg.adapter.quantization
-    if q is not None and cfg.hardware.device is Device.cuda:
+    kwargs: dict = {"attn_implementation": train.attn_implementation.value}
+    q = train.quantization
+    if q is not None:
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=q.load_in_4bit,
-            bnb_4bit_quant_type=q.quant_type,
+            bnb_4bit_quant_type=q.quant_type.value,
             bnb_4bit_use_double_quant=q.double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
+            bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype.value),
         )
-    if cfg.hardware.device is Device.cuda:
+    if train.device is Device.cuda:
         kwargs["device_map"] = {"": 0}
     return kwargs
 
 
-def attach_adapter(model, cfg: LecConfig):
-    if cfg.adapter.kind is AdapterKind.full:
+def attach_adapter(model, train: TrainPlan):
+    if train.lora is None:
         return model
     from peft import LoraConfig, get_peft_model
 
+    targets = list(train.lora.targets)
     lora = LoraConfig(
-        r=cfg.adapter.r,
-        lora_alpha=cfg.adapter.alpha,
-        lora_dropout=cfg.adapter.dropout,
-        target_modules=list(cfg.adapter.target_modules or cfg.model.lora_target_modules),
-        bias=cfg.adapter.bias,
+        r=train.lora.r,
+        lora_alpha=train.lora.alpha,
+        lora_dropout=train.lora.dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        bias=train.lora.bias,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
 
 
-def prepare_model(cfg: LecConfig, base_dir: Optional[Path]):
+def prepare_model(train: TrainPlan, model_cfg: ModelConfig, base_dir: Optional[Path]):
     """Base weights (4-bit on CUDA for QLoRA) with the adapter attached; returns (model, trainable params)."""
-    model = load_model(cfg.model, path=str(base_dir) if base_dir else None, **_load_kwargs(cfg))
+    model = load_model(model_cfg, path=str(base_dir) if base_dir else None, **_load_kwargs(train))
     model.config.use_cache = False  # training needs no KV cache, and with one, packed rows would see each other
-    if cfg.adapter.quantization is not None:
+    if train.quantization is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
-            model, cfg.hardware.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
+            model, train.gradient_checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
         )
-    model = attach_adapter(model, cfg)
-    if cfg.adapter.quantization is not None and cfg.hardware.bf16:
+    model = attach_adapter(model, train)
+    if train.quantization is not None and train.bf16:
         # QL qlora.py get_accelerate_model: LoRA layers, embed_tokens and lm_head back to bf16 (prepare_model_for_
         # kbit_training made them fp32), norms stay fp32: halves the residual stream and the logits' input
         from peft.tuners.lora import LoraLayer
@@ -145,88 +139,85 @@ def prepare_model(cfg: LecConfig, base_dir: Optional[Path]):
     return model, sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def training_rows(cfg: LecConfig, rows: List[Dict[str, List[int]]]) -> List[Dict[str, List[int]]]:
-    """Encoded rows, packed into `train.pack_len` (default max_seq_len) token rows when hardware.packing."""
-    if not cfg.hardware.packing:
-        return rows
-    return pack(rows, cfg.train.pack_len or max_row_tokens(cfg))
+def training_rows(train: TrainPlan, rows: List[Dict[str, List[int]]]) -> List[Dict[str, List[int]]]:
+    """Encoded rows, packed into rows of hardware.pack_len tokens when packing."""
+    return pack(rows, train.pack_len) if train.pack_len else rows
 
 
-def training_args(cfg: LecConfig, ckpt_root: Path, steps: int, lr: float, warmup: float) -> TrainingArguments:
-    """Every hardware knob lands here: precision, micro-batch, accumulation, checkpointing; saving goes to .partial/."""
-    hw = cfg.hardware
+def total_steps(train: TrainPlan, n_rows: int) -> int:
+    """train.max_steps, else adapter.epochs over the (packed) rows at rows_per_step rows per optimizer step."""
+    return train.max_steps or max(1, math.ceil(n_rows * train.epochs / train.rows_per_step))
+
+
+def training_args(train: TrainPlan, ckpt_root: Path, steps: int) -> TrainingArguments:
+    """Every plan knob lands here: precision, micro-batch, accumulation, checkpointing; saving goes to .partial/."""
     return TrainingArguments(
         output_dir=str(ckpt_root / PARTIAL),  # AtomicCheckpoints renames finished checkpoints into ckpt_root
-        per_device_train_batch_size=hw.micro_batch_size,
-        gradient_accumulation_steps=hw.grad_accum,
+        per_device_train_batch_size=train.micro_batch_size,
+        gradient_accumulation_steps=train.grad_accum,
         max_steps=steps,
-        learning_rate=lr,
-        lr_scheduler_type=cfg.adapter.scheduler,
-        warmup_steps=int(warmup * steps),
-        weight_decay=cfg.adapter.weight_decay,
-        max_grad_norm=cfg.adapter.max_grad_norm,
-        optim=cfg.adapter.optim,
-        logging_steps=cfg.train.logging_steps,
-        save_strategy="steps" if cfg.train.save_every_steps else "no",  # the budget stop saves either way
-        save_steps=cfg.train.save_every_steps or 500,
+        learning_rate=train.lr,
+        lr_scheduler_type=train.scheduler.value,
+        warmup_steps=int(train.warmup_ratio * steps),
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        optim=train.optim.value,
+        logging_steps=train.logging_steps,
+        save_strategy="steps" if train.save_every_steps else "no",  # the budget stop saves either way
+        save_steps=train.save_every_steps or 500,
         save_total_limit=None,  # AtomicCheckpoints rotates complete checkpoints itself
         report_to="none",  # lec logs train/* itself (stack.md §3.3)
-        bf16=hw.bf16,
-        tf32=hw.tf32 if hw.device is Device.cuda else None,
-        gradient_checkpointing=hw.gradient_checkpointing,
+        bf16=train.bf16,
+        tf32=train.tf32 if train.device is Device.cuda else None,
+        gradient_checkpointing=train.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},  # works with frozen inputs (LoRA) without hooks
-        use_cpu=hw.device is Device.cpu,
+        use_cpu=train.device is Device.cpu,
         dataloader_num_workers=0,
-        seed=cfg.seed,
+        seed=train.seed,
         disable_tqdm=True,
         # unpacked rows: batches of similar length, less padding (~1.5× faster on the smoke mixture)
-        train_sampling_strategy="random" if hw.packing else "group_by_length",
-        neftune_noise_alpha=cfg.adapter.neftune_noise_alpha,
+        train_sampling_strategy="random" if train.pack_len else "group_by_length",
+        neftune_noise_alpha=train.neftune_noise_alpha,
     )
 
 
 def finetune(
-    cfg: LecConfig,
-    train_path: Path,
+    train: TrainPlan,
+    model_cfg: ModelConfig,
+    layout: RunLayout,
     base_dir: Optional[Path],
-    out_dir: Path,
     on_metrics: Optional[Callable[[Dict[str, float], int], None]] = None,
 ) -> TrainResult:
-    from lec.preflight import check
+    """layout.data/train.jsonl → layout.adapter (+ layout.checkpoints, layout.train_log). The memory pre-flight ran
+    before (pipeline.run), when train.preflight."""
+    torch.manual_seed(train.seed)
+    if train.device is Device.cpu and train.num_threads:
+        torch.set_num_threads(train.num_threads)
+    ckpt_root, out_dir = layout.checkpoints, layout.adapter
+    resume = find_resume(train.resume_from, ckpt_root)
+    budget = TimeBudget(train.time_budget_s, elapsed_in(resume))
 
-    if cfg.train.preflight:
-        check(cfg, base_dir)  # before any weight is loaded: refuse a run that will not fit
-    torch.manual_seed(cfg.seed)
-    if cfg.hardware.device is Device.cpu and cfg.hardware.num_threads:
-        torch.set_num_threads(cfg.hardware.num_threads)
-    ckpt_root = out_dir.parent / "checkpoints"
-    resume = find_resume(cfg.train.resume_from, ckpt_root)
-    budget = TimeBudget(time_budget_s(cfg), elapsed_in(resume))
+    tokenizer = load_tokenizer(model_cfg, path=str(base_dir) if base_dir else None)
+    rows = training_rows(train, encode(read_jsonl(layout.data / "train.jsonl"), tokenizer, train))
+    apply_memory_cap(train)
+    model, trainable = prepare_model(train, model_cfg, base_dir)
 
-    tokenizer = load_tokenizer(cfg.model, path=str(base_dir) if base_dir else None)
-    rows = training_rows(cfg, encode(read_jsonl(train_path), tokenizer, cfg))
-    apply_memory_cap(cfg.hardware)
-    model, trainable = prepare_model(cfg, base_dir)
-
-    lr = cfg.model.lr or cfg.adapter.lr
-    warmup = cfg.model.warmup_ratio if cfg.model.warmup_ratio is not None else cfg.adapter.warmup_ratio
-    batch = cfg.hardware.micro_batch_size * cfg.hardware.grad_accum
-    epochs = cfg.train.epochs if cfg.train.epochs is not None else cfg.adapter.epochs
-    steps = cfg.train.max_steps or math.ceil(len(rows) * epochs / batch)
-    log.info("training %d trainable params on %d rows: %d steps × %d rows, lr %.1e, budget %.0f s (%.0f s used)",
-             trainable, len(rows), steps, batch, lr, budget.budget_s, budget.elapsed_before)  # fmt: skip
+    steps = total_steps(train, len(rows))
+    log.info("training %d trainable params on %d rows: %d steps × %d rows (≤ %d tokens), lr %.1e, budget %.0f s "
+             "(%.0f s used)", trainable, len(rows), steps, train.rows_per_step, train.tokens_per_step, train.lr,
+             budget.budget_s, budget.elapsed_before)  # fmt: skip
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = out_dir.parent / "train_log.jsonl"
+    log_path = layout.train_log
     if resume is None:
         log_path.unlink(missing_ok=True)
-    flatten = cfg.hardware.attn_implementation == "flash_attention_2"  # varlen kernel: one row per micro-batch
+    flatten = train.attn_implementation.value.startswith("flash")  # varlen kernel: one row per micro-batch
     trainer = Trainer(
         model=model,
-        args=training_args(cfg, ckpt_root, steps, lr, warmup),
+        args=training_args(train, ckpt_root, steps),
         train_dataset=rows,
         data_collator=collate(tokenizer.pad_token_id, flatten=flatten),
-        callbacks=[LossLog(log_path, on_metrics), budget, AtomicCheckpoints(ckpt_root, budget, cfg.train.save_total_limit),
+        callbacks=[LossLog(log_path, on_metrics), budget, AtomicCheckpoints(ckpt_root, budget, train.save_total_limit),
                    progress.trainer_callback("finetune")],  # a bar in a terminal, periodic log lines in sweeps/logs
     )
     trainer.remove_callback(PrinterCallback)  # LossLog reports progress; no dict printed per step
@@ -239,6 +230,6 @@ def finetune(
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     done = trainer.state.global_step - (json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0)
-    tokens = sum(len(r["input_ids"]) for r in rows) * done * batch // max(1, len(rows))
+    tokens = sum(len(r["input_ids"]) for r in rows) * done * train.rows_per_step // max(1, len(rows))
     return TrainResult(out_dir, trainer.state.global_step, float(result.training_loss), seconds, tokens, trainable,
-                       log_path, budget.elapsed(), budget.stopped, resume)  # fmt: skip
+                       log_path, budget.elapsed(), budget.stopped, resume, steps)  # fmt: skip

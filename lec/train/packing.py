@@ -1,6 +1,6 @@
 """Rows → token ids with the prompt masked → (optionally) packed rows → padded batches.
 
-Packing (hardware.packing): several short samples share one row of `pack_len` tokens. Each sample keeps its own
+Packing (hardware.pack_len): several short samples share one row of `pack_len` tokens. Each sample keeps its own
 position ids (0, 1, … restart at every sample) and no attention mask is passed, so transformers builds a
 block-diagonal causal mask from the position ids (masking_utils.find_packed_sequence_indices for sdpa/eager;
 the varlen kernel for flash_attention_2, where a micro-batch is flattened into one row): a token never attends to
@@ -14,27 +14,28 @@ from typing import Callable, Dict, List
 
 import torch
 
-from lec.config import LecConfig, max_row_tokens
+from lec.plan import TrainPlan
 from lec.data.templates import adds_special_tokens, render
 
 log = logging.getLogger(__name__)
 IGNORE = -100  # label id the loss skips (prompt tokens when mask_prompt, sample boundaries when packed)
 
 
-def encode(rows: List[Dict[str, str]], tokenizer, cfg: LecConfig) -> List[Dict[str, List[int]]]:
-    """Token ids + labels per row; the prompt is masked when data.mask_prompt, EOS ends every response."""
-    max_len = max_row_tokens(cfg)
+def encode(rows: List[Dict[str, str]], tokenizer, train: TrainPlan) -> List[Dict[str, List[int]]]:
+    """Token ids + labels per row, at most train.seq_len tokens; the prompt is masked when data.mask_prompt, EOS
+    ends every response."""
+    max_len = train.seq_len
     out, too_long = [], 0
-    specials = adds_special_tokens(cfg.data.template)
+    specials = adds_special_tokens(train.template)
     for row in rows:
-        prompt, response = render(cfg.data.template, row, tokenizer)
+        prompt, response = render(train.template, row, tokenizer)
         p = tokenizer(prompt, add_special_tokens=specials).input_ids
         r = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         if len(p) >= max_len - 1:  # nothing of the response would be left to learn from
             too_long += 1
             continue
         ids = (p + r)[:max_len]
-        labels = ([IGNORE] * len(p) if cfg.data.mask_prompt else list(p)) + r
+        labels = ([IGNORE] * len(p) if train.mask_prompt else list(p)) + r
         out.append({"input_ids": ids, "labels": labels[:max_len]})
     if too_long:
         log.warning("%d rows dropped: their prompt alone fills max_seq_len=%d tokens", too_long, max_len)
@@ -53,7 +54,7 @@ def pack(rows: List[Dict[str, List[int]]], pack_len: int) -> List[Dict[str, List
     for i in order:
         n = len(rows[i]["input_ids"])
         if n > pack_len:
-            raise ValueError(f"a row of {n} tokens does not fit pack_len={pack_len}; set train.pack_len ≥ max_seq_len")
+            raise ValueError(f"a row of {n} tokens does not fit pack_len={pack_len}; set hardware.pack_len ≥ hardware.max_seq_len")
         free = next((f for f in range(n, pack_len + 1) if room.get(f)), None)  # the tightest bin it fits
         if free is None:
             bins.append([])
