@@ -18,7 +18,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+# A wheel carries conf/ as lec/conf (pyproject.toml package-dir); a checkout (editable install or PYTHONPATH) has none
+# there and reads the repo's conf/.
+_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED_CONF if _PACKAGED_CONF.is_dir() else ROOT / "conf"
 GROUPS = ("hardware", "model", "data", "adapter", "eval")
 
 
