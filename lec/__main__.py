@@ -1,10 +1,12 @@
-"""`python -m lec [group=option …] [key=value …]`: compose the run from conf/ and run it (or `-m` to sweep)."""
+"""`python -m lec [group=option …] [key=value …]`: compose the run from conf/ and run it (or `-m` to sweep).
+
+`--plan` prints the plan of what would run and exits; `--cfg job` prints the composition after lec's checks."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -27,8 +29,7 @@ def main(dcfg: DictConfig) -> Optional[float]:
         cfg = config.load(dcfg)  # typed + cross-field checks, before anything heavy is imported
         return run(cfg).objective
     except config.ConfigError as err:
-        sys.stderr.write(f"lec: invalid config: {err}\n")
-        sys.exit(2)
+        _fail(f"lec: invalid config: {err}")
 
 
 def run(cfg: config.LecConfig):
@@ -47,38 +48,41 @@ def run(cfg: config.LecConfig):
     return summary
 
 
-def _print_plan(argv: list[str]) -> None:
-    """`python -m lec … --plan`: compose, validate and print the plan of what would run; nothing runs."""
+def _compose_overrides(argv: List[str]) -> List[str]:
+    """The key=value arguments config.compose takes: Hydra's own (hydra.run.dir, hydra/launcher=…) are left out,
+    except the search path, which is where a user's own config options live."""
+    return [a for a in argv if "=" in a and not a.startswith("-")
+            and (not a.startswith("hydra") or a.startswith("hydra.searchpath="))]  # fmt: skip
+
+
+def _plan(argv: List[str]):
+    """Compose, validate and plan before Hydra runs anything; each failure is one line and exit 2."""
     from lec import plan
 
-    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     try:
-        print(plan.to_yaml(plan.build(config.compose(overrides))), end="")
+        return plan.build(config.compose(_compose_overrides(argv)))
     except config.ConfigError as err:
-        sys.stderr.write(f"lec: invalid config: {err}\n")
-        sys.exit(2)
-    sys.exit(0)
+        _fail(f"lec: invalid config: {err}")
 
 
-def _validate_shown_config(argv: list[str]) -> None:
-    """`--cfg job` only prints the composition; run lec's cross-field checks on it too, so a config that cannot
-    run fails here, before a user launches anything heavy."""
-    overrides = [a for a in argv if "=" in a and not a.startswith("-") and not a.startswith("hydra")]
-    try:
-        config.compose(overrides)
-    except config.ConfigError as err:
-        sys.stderr.write(f"lec: invalid config: {err}\n")
-        sys.exit(2)
+def _fail(message: str) -> None:
+    sys.stderr.write(message.replace("\n", " ") + "\n")
+    sys.exit(2)
 
 
 if __name__ == "__main__":
+    args = sys.argv[1:]
     try:
-        config.check_override_keys(sys.argv[1:])
+        config.check_override_keys(args)
     except config.ConfigError as err:
-        sys.stderr.write(f"lec: invalid override: {err}\n")
-        sys.exit(2)
-    if "--plan" in sys.argv[1:]:
-        _print_plan(sys.argv[1:])
-    if any(a in ("--cfg", "-c") for a in sys.argv[1:]):
-        _validate_shown_config(sys.argv[1:])
+        _fail(f"lec: invalid override: {err}")
+    if "--plan" in args:  # print what would run, run nothing
+        from lec.plan import to_yaml
+
+        print(to_yaml(_plan(args)), end="")
+        sys.exit(0)
+    shown = any(a in ("--cfg", "-c") for a in args)
+    multirun = any(a in ("-m", "--multirun") for a in args)  # sweep values (a,b) do not compose as one config
+    if shown or (not multirun and any(a.startswith("hydra.searchpath=") for a in args)):
+        _plan(args)  # --cfg job only prints; a user's own config dir is not covered by lec's tests
     main()

@@ -28,7 +28,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+# A wheel carries conf/ as lec/conf (pyproject.toml package-dir); a checkout (editable install or PYTHONPATH) has none
+# there and reads the repo's conf/.
+_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED_CONF if _PACKAGED_CONF.is_dir() else ROOT / "conf"
 GROUPS = ("hardware", "model", "data", "adapter", "eval")
 SEARCH_GROUPS = ("experiment", "hparams_search", "recipe")  # optional groups, chosen like the five above
 
@@ -745,18 +748,33 @@ def compose_raw(overrides: Optional[List[str]] = None, config_dir: Optional[Path
 
 
 def one_line(err: BaseException) -> str:
-    """Hydra/OmegaConf errors as one line: the override that failed and why (the reason sits in the cause chain:
-    "Error merging override adapter.scheduler=bogus" ← "Invalid value 'bogus', expected one of [linear, …]")."""
-    parts, seen = [], set()
+    """Hydra/OmegaConf errors as one line: where it came from, the key, the value and what is allowed (Hydra's own
+    message spans several lines; the reason sits in the cause chain: "Error merging override adapter.scheduler=bogus"
+    ← "Invalid value 'bogus', expected one of [linear, …]")."""
+    from hydra.errors import MissingConfigException
+    from omegaconf.errors import ConfigKeyError
+
+    if isinstance(err, MissingConfigException) and err.options is not None:
+        return f"no config option '{err.missing_cfg_file}' on the search path; available: {', '.join(err.options)}"
+    where = re.match(r"In '([^']+)'", str(err))
+    prefix = f"{where.group(1)}: " if where else ""
+    chain, seen = [], set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        lines = (getattr(err, "msg", None) or str(err)).strip().splitlines()
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for e in chain:
+        if isinstance(e, ConfigKeyError) and dataclasses.is_dataclass(e.object_type):
+            valid = ", ".join(typing.get_type_hints(e.object_type))
+            return f"{prefix}unknown key '{e.full_key}': {e.object_type.__name__} has no '{e.key}'; valid keys: {valid}"
+    parts = []
+    for e in chain:
+        lines = (getattr(e, "msg", None) or str(e)).strip().splitlines()
         lines = [ln.strip() for ln in lines if ln.strip() and not ln.startswith(("full_key", "    ", "Config search"))]
         lines = [ln for ln in lines if not ln.startswith(("provider=", "reference_type", "object_type"))]
         text = " ".join(lines)
         if text and "$VALUE" not in text and text not in parts:
-            parts.append(text.replace("\t", " ").rstrip("."))
-        err = err.__cause__ or err.__context__
+            parts.append(text.rstrip("."))
     return ": ".join(parts)
 
 
