@@ -773,7 +773,7 @@ def one_line(err: BaseException) -> str:
         lines = [ln.strip() for ln in lines if ln.strip() and not ln.startswith(("full_key", "    ", "Config search"))]
         lines = [ln for ln in lines if not ln.startswith(("provider=", "reference_type", "object_type"))]
         text = " ".join(lines)
-        if text and "$VALUE" not in text and text not in parts:
+        if text and text != "None" and "$VALUE" not in text and text not in parts:
             parts.append(text.rstrip("."))
     return ": ".join(parts)
 

@@ -4,8 +4,11 @@ function with one stage."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,7 @@ from lec import plan as lec_plan
 from lec import score, track
 from lec.config import LecConfig
 from lec.plan import Plan, RunLayout
-from lec.stages import STAGES
+from lec.stages import STAGES, load_params
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +104,29 @@ def _jsonable(s: RunSummary) -> dict:
     return {"run_dir": str(s.run_dir), "run_id": s.run_id, "timings": s.timings, "train": s.train,
             "challenge": s.challenge, "scores": s.scores, "standing": standing,
             "eval_timed_out": s.eval_timed_out}  # fmt: skip
+
+
+def stage_main(argv: Optional[List[str]] = None) -> int:
+    """`python -m lec.stages <stage>` (dvc.yaml): one stage of the plan in params.yaml, in its own MLflow run."""
+    parser = argparse.ArgumentParser(prog="python -m lec.stages", description="Run one lec stage on params.yaml (dvc.yaml)")
+    parser.add_argument("stage", choices=tuple(STAGES))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="pipeline dir the stages read and write (default: <outputs_dir>/pipeline)")  # fmt: skip
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg, plan = load_params(args.params)
+    except lec_config.ConfigError as err:
+        sys.stderr.write(f"lec: invalid config: {err}\n")
+        return 2
+    layout = RunLayout.of(plan.outputs_dir, args.dir)
+    exp = os.environ.get("DVC_EXP_NAME") or "workspace"
+    tags = {"lec.dvc.exp_name": exp, "lec.dvc.stage": args.stage,
+            "lec.dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}  # fmt: skip
+    try:
+        run(plan, cfg, layout, f"{exp}/{args.stage}", tags=tags, stages=[args.stage])
+    except lec_config.ConfigError as err:  # e.g. a CUDA preset on a machine without one, the memory pre-flight
+        sys.stderr.write(f"lec: {err}\n")
+        return 2
+    return 0

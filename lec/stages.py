@@ -19,10 +19,8 @@ A DVC run-cache hit runs nothing, so it logs nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,33 +124,7 @@ def load_params(path: Path):
     return cfg, lec_plan.build(cfg)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lec.stages", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=tuple(STAGES))
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="pipeline dir the stages read and write (default: <outputs_dir>/pipeline)")  # fmt: skip
-    args = parser.parse_args(argv)
-    from lec import config as lec_config
-    from lec import pipeline
+if __name__ == "__main__":  # the CLI lives with the runner (lec.pipeline), which imports this registry
+    from lec.pipeline import stage_main
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg, plan = load_params(args.params)
-    except lec_config.ConfigError as err:
-        sys.stderr.write(f"lec: invalid config: {err}\n")
-        return 2
-    layout = RunLayout.of(plan.outputs_dir, args.dir)
-    exp = os.environ.get("DVC_EXP_NAME") or "workspace"
-    tags = {"lec.dvc.exp_name": exp, "lec.dvc.stage": args.stage,
-            "lec.dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", "")}  # fmt: skip
-    try:
-        pipeline.run(plan, cfg, layout, f"{exp}/{args.stage}", tags=tags, stages=[args.stage])
-    except lec_config.ConfigError as err:  # e.g. a CUDA preset on a machine without one, the memory pre-flight
-        sys.stderr.write(f"lec: {err}\n")
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(stage_main())
