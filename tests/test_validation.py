@@ -97,51 +97,43 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(o) for o, _ in BAD])
-def test_each_bad_value_is_refused_in_one_line(overrides, message):
+_RAISED: dict = {}  # overrides → (file, line) of the `raise ConfigError` that refused them
+
+
+def _refuse(overrides: list) -> config.ConfigError:
     with pytest.raises(config.ConfigError) as err:
         plan.build(config.compose(overrides))
-    text = str(err.value)
+    tb = err.value.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    _RAISED[tuple(overrides)] = (tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+    return err.value
+
+
+@pytest.mark.parametrize("overrides,message", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_each_bad_value_is_refused_in_one_line(overrides, message):
+    text = str(_refuse(overrides))
     assert message in text
     assert "\n" not in text
 
 
 def test_every_rule_of_validate_has_a_case_above():
-    """Each `raise ConfigError` in config.validate's helpers and plan.build is reached by some case in BAD (a rule
-    whose case is missing fails here: delete a case and this test names the line that lost its coverage)."""
-    import sys
-
-    lines = {}
+    """Each `raise ConfigError` of config.validate's rules and plan.build is the one that refuses some case in BAD
+    (delete a case and this test names the rule that lost its test)."""
+    rules = {}
     for mod in (config, plan):
-        src = open(mod.__file__).read().splitlines()
-        for i, line in enumerate(src, 1):
-            if "raise ConfigError(" in line:
-                lines[(mod.__file__, i)] = line.strip()
-    hit = set()
-
-    ours = {config.__file__, plan.__file__}
-
-    def tracer(frame, event, arg):  # traces only lec.config / lec.plan frames, so it stays cheap
-        if frame.f_code.co_filename not in ours:
-            return None
-        if event == "exception" and arg[0] is config.ConfigError:
-            hit.add((frame.f_code.co_filename, frame.f_lineno))
-        return tracer
-
+        for i, line in enumerate(open(mod.__file__).read().splitlines(), 1):
+            if "raise ConfigError(" in line and not _inside(mod.__file__, i, WRAPPERS):
+                rules[(mod.__file__, i)] = line.strip()
     for overrides, _ in BAD:
-        sys.settrace(tracer)
-        try:
-            plan.build(config.compose(overrides))
-        except config.ConfigError:
-            pass
-        finally:
-            sys.settrace(None)
-    skip = {"def one_line", "load(", "require_machine"}  # wrappers of Hydra/OmegaConf errors; the machine check
-    missing = [f"{f.rsplit('/', 1)[-1]}:{n}: {text}" for (f, n), text in lines.items() if (f, n) not in hit
-               and not any(s in text for s in skip) and "raise ConfigError(one_line" not in text
-               and not _inside(f, n, ("def load(", "def require_machine(", "def check_override_keys(", "def check_keys(",
-                                      "def compose_raw("))]  # fmt: skip
+        if tuple(overrides) not in _RAISED:  # this test run alone
+            _refuse(overrides)
+    missing = [f"{f.rsplit('/', 1)[-1]}:{n}: {text}" for (f, n), text in rules.items() if (f, n) not in _RAISED.values()]
     assert not missing, "rules without a bad-value case:\n" + "\n".join(missing)
+
+
+# Functions that re-raise Hydra/OmegaConf errors or check keys/the machine: their own tests cover them.
+WRAPPERS = ("def load(", "def require_machine(", "def check_override_keys(", "def check_keys(", "def compose_raw(")
 
 
 def _inside(path: str, lineno: int, defs: tuple) -> bool:
