@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny model materialised once per session, and a serving Engine on it."""
+"""Shared fixtures: the default config and its plan, the tiny model materialised once per session, and a serving
+Engine on it."""
 
 from __future__ import annotations
 
@@ -12,12 +13,18 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
 
-from lec import config
+from lec import config, plan
 
 
 @pytest.fixture(scope="session")
 def default_cfg() -> config.LecConfig:
     return config.compose([])
+
+
+@pytest.fixture(scope="session")
+def default_plan(default_cfg) -> plan.Plan:
+    """The plan of the default run (what `python -m lec` with no overrides would do)."""
+    return plan.build(default_cfg)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +35,7 @@ def tiny_dir(tmp_path_factory, default_cfg) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(default_cfg, tiny_dir):
+def engine(default_plan, tiny_dir):
     from lec.serve.load import load_engine
 
-    return load_engine(default_cfg, base=str(tiny_dir))
+    return load_engine(default_plan.serve, default_plan.model, base=str(tiny_dir))

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigKeyError
 
 from lec import config
 from lec.config import AdapterKind, ConfigError, Device, LecConfig
@@ -59,7 +58,7 @@ def test_challenge_composition_keeps_sourced_values():
 
 
 def test_unknown_option_names_the_valid_ones():
-    with pytest.raises(ConfigCompositionException) as err:
+    with pytest.raises(ConfigError) as err:
         config.compose(["model=mistral8b"])
     assert "mistral7b" in str(err.value) and "qwen14b" in str(err.value)
 
@@ -70,20 +69,21 @@ def test_typo_key_fails_naming_the_valid_keys():
     assert "'rr'" in str(err.value) and "alpha" in str(err.value)
     with pytest.raises(ConfigError, match="micro_batch_size"):
         config.compose(["hardware.micro_bach_size=4"])
-    config.check_override_keys(["model.tiny.hidden_size=64", "data.sources.0.take=3", "+foo=1", "model=tiny"])
+    config.check_override_keys(["model.tiny.hidden_size=64", "data.sources.0.take=3", "model=tiny"])
+    with pytest.raises(ConfigError, match="unknown key 'foo'.*valid keys: hardware"):
+        config.check_override_keys(["+foo=1"])  # an added key must be in the schema too
 
 
 def test_wrong_type_fails():
-    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+    with pytest.raises(ConfigError) as err:
         config.compose(["adapter.r=sixteen"])
-    assert "sixteen" in str(err.value)
+    assert "adapter.r" in str(err.value) and "sixteen" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_bad_enum_names_the_valid_values():
-    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+    with pytest.raises(ConfigError) as err:
         config.compose(["adapter.kind=lorax"])
-    chain = f"{err.value} {err.value.__cause__}"
-    assert "lora" in chain and "qlora" in chain and "full" in chain
+    assert "lorax" in str(err.value) and "[lora, qlora, full]" in str(err.value)
 
 
 def test_typo_key_in_a_group_file_fails(tmp_path):

@@ -10,9 +10,10 @@ from lec.models import ModelLoadError, build_tiny, load_model, load_tokenizer, m
 
 
 def test_tiny_is_deterministic_and_round_trips_text():
-    m1, tok = build_tiny(TinyModelConfig())
-    m2, _ = build_tiny(TinyModelConfig())
+    m1, tok = build_tiny(TinyModelConfig(), 2048)
+    m2, _ = build_tiny(TinyModelConfig(), 2048)
     assert torch.equal(m1.model.embed_tokens.weight, m2.model.embed_tokens.weight)
+    assert m1.config.max_position_embeddings == 2048  # the context it is built with (model.native_context)
     text = "Q: Zoe has 9 apples.\nA: 9 + 2 = 11. Ünïcödé ✓"
     ids = tok(text).input_ids
     assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == text

@@ -5,26 +5,33 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lec import config, preflight
+from lec import config, plan, preflight
 from lec.config import ConfigError
+
+
+def _plan(overrides):
+    return plan.build(config.compose(overrides))
 
 
 @pytest.mark.parametrize("model,published", [("mistral7b", 7.24e9), ("llama2_7b", 6.74e9), ("qwen14b", 14.17e9)])
 def test_shapes_give_the_published_parameter_counts(model, published):
-    cfg = config.compose([f"model={model}", "hardware=a100_40gb"])
-    total, _ = preflight.param_counts(preflight.shape_of(cfg))
+    p = _plan([f"model={model}", "hardware=a100_40gb"])
+    total, _ = preflight.param_counts(preflight.shape_of(p.model))
     assert total == pytest.approx(published, rel=0.005)
 
 
-def test_counts_match_a_real_model_and_peft(tiny_dir, default_cfg):
+def test_counts_match_a_real_model_and_peft(tiny_dir, default_plan):
     """The formulas against the real tiny Llama with lec's LoRA attached (same shape read from its config.json)."""
     from lec.train.finetune import prepare_model
 
-    model, trainable = prepare_model(default_cfg, tiny_dir)
-    shape = preflight.shape_of(default_cfg, tiny_dir)
+    p = default_plan
+    model, trainable = prepare_model(p.train, p.model, tiny_dir)
+    shape = preflight.shape_of(p.model, tiny_dir)
     total, _ = preflight.param_counts(shape)
-    assert total == sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
-    assert trainable == preflight.lora_params(shape, default_cfg.model.lora_target_modules, default_cfg.adapter.r)
+    assert total == sum(w.numel() for n, w in model.named_parameters() if "lora_" not in n)
+    # the default's all-linear, resolved by the plan to the tiny Llama's block projections
+    assert p.train.lora.targets == ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    assert trainable == preflight.lora_params(shape, list(p.train.lora.targets), p.train.lora.r)
 
 
 def test_mistral_shape_matches_transformers_on_the_meta_device():
@@ -40,9 +47,9 @@ def test_mistral_shape_matches_transformers_on_the_meta_device():
 
 
 def test_7b_full_fine_tune_on_a_4090_is_refused_naming_the_knobs():
-    cfg = config.compose(["hardware=rtx4090", "model=mistral7b", "adapter=full"])
+    p = _plan(["hardware=rtx4090", "model=mistral7b", "adapter=full"])
     with pytest.raises(ConfigError) as err:
-        preflight.check(cfg)
+        preflight.check(p.train, p.model)
     msg = str(err.value)
     assert "rtx4090" in msg and "24.0 GiB" in msg
     assert "adapter=qlora" in msg and "(fits)" in msg  # the knob that makes it fit, marked
@@ -51,9 +58,9 @@ def test_7b_full_fine_tune_on_a_4090_is_refused_naming_the_knobs():
 
 @pytest.mark.parametrize("experiment,hardware,budget_gib", [("birbal", "rtx4090", 24.0), ("percent_bfd", "a100_40gb", 39.35)])
 def test_winner_replays_compose_and_fit_their_card(experiment, hardware, budget_gib):
-    cfg = config.compose([f"experiment={experiment}"])
-    assert cfg.hardware.name == hardware
-    est = preflight.check(cfg)
+    p = _plan([f"experiment={experiment}"])
+    assert p.train.hardware == hardware
+    est = preflight.check(p.train, p.model)
     assert est.fits and est.capacity == pytest.approx(budget_gib * 2**30)
     assert est.resident > 0.5 * est.capacity  # a real 7B/14B estimate, not an empty one
 
@@ -62,7 +69,7 @@ def test_birbal_replay_keeps_its_sourced_values():
     cfg = config.compose(["experiment=birbal"])
     assert (cfg.model.name, cfg.data.name, cfg.adapter.kind.value) == ("mistral7b", "birbal", "qlora")
     assert (cfg.adapter.r, cfg.adapter.alpha, cfg.adapter.lr, cfg.adapter.neftune_noise_alpha) == (128, 256, 2e-5, 5)
-    assert (cfg.hardware.micro_batch_size, cfg.hardware.grad_accum, cfg.train.pack_len) == (2, 4, 8192)
+    assert (cfg.hardware.micro_batch_size, cfg.hardware.grad_accum, cfg.hardware.pack_len) == (2, 4, 8192)
     assert cfg.serve.prompt_template == "### Input:\n{prompt}\n\n### Response:\n" and cfg.serve.cut_at == "\n\n"
     p = config.compose(["experiment=percent_bfd"])
     assert (p.model.name, p.adapter.r, p.adapter.target_modules, p.serve.prompt_template) == ("qwen14b", 8, ["c_attn", "c_proj"], None)
@@ -70,8 +77,10 @@ def test_birbal_replay_keeps_its_sourced_values():
 
 def test_the_same_run_fits_an_80gb_card_and_checkpointing_lowers_the_peak():
     base = ["model=mistral7b", "adapter=lora", "hardware.gradient_checkpointing=false"]
-    big = preflight.estimate(config.compose(["hardware=h100", *base]))
-    small = preflight.estimate(config.compose(["hardware=h100", *base, "hardware.gradient_checkpointing=true"]))
+    big_plan = _plan(["hardware=h100", *base])
+    big = preflight.estimate(big_plan.train, big_plan.model)
+    small_plan = _plan(["hardware=h100", *base, "hardware.gradient_checkpointing=true"])
+    small = preflight.estimate(small_plan.train, small_plan.model)
     assert small.terms["activations"] < big.terms["activations"] / 4
     assert small.terms["weights"] == big.terms["weights"]
 
@@ -84,10 +93,9 @@ def test_qlora_without_cuda_is_a_clear_error():
 def test_hub_model_without_shape_names_what_to_set():
     import dataclasses
 
-    cfg = config.compose(["model=mistral7b", "hardware=rtx4090", "adapter=qlora"])
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, shape=None))
+    p = _plan(["model=mistral7b", "hardware=rtx4090", "adapter=qlora"])
     with pytest.raises(ConfigError, match="model.shape"):
-        preflight.estimate(cfg)
+        preflight.estimate(p.train, dataclasses.replace(p.model, shape=None))
 
 
 def test_cpu_estimate_is_within_15_percent_of_a_measured_training_step():

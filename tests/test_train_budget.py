@@ -13,17 +13,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from lec import config
+from lec import config, plan
+from lec.plan import RunLayout
 from lec.train.budget import PARTIAL, STATE, TimeBudget, complete_checkpoints, find_resume
 
 ROWS = [{"instruction": f"Add {a} and {b}.", "input": "", "output": f"{a + b}"} for a in range(20) for b in range(5)]
 FAST = ["hardware.micro_batch_size=4", "hardware.max_seq_len=64", "train.logging_steps=1"]
 
 
-def _data(tmp_path: Path) -> Path:
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    return path
+def _run_dir(run_dir: Path) -> RunLayout:
+    """A run dir holding the curated data/train.jsonl that finetune reads."""
+    (run_dir / "data").mkdir(parents=True)
+    (run_dir / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return RunLayout.of(str(run_dir.parent), run_dir)
 
 
 def test_time_budget_stops_before_the_budget_and_asks_for_a_checkpoint():
@@ -44,20 +46,23 @@ def test_time_budget_stops_before_the_budget_and_asks_for_a_checkpoint():
 def test_budget_stop_checkpoint_and_resume_keep_the_elapsed_time(tmp_path, tiny_dir):
     from lec.train import finetune
 
-    data = _data(tmp_path)
-    cfg = config.compose(FAST + ["train.max_steps=2000", "train.time_budget_s=8"])
-    first = finetune(cfg, data, tiny_dir, tmp_path / "a" / "adapter")
+    first_dir = _run_dir(tmp_path / "a")
+    p = plan.build(config.compose(FAST + ["train.max_steps=2000", f"hardware.time_budget_h={8 / 3600}"]))
+    assert p.train.time_budget_s == pytest.approx(8.0)
+    first = finetune(p.train, p.model, first_dir, tiny_dir)
     # the stop is predicted from measured step/save times (exactly tested with a fake clock above); on a loaded
     # machine a step can take longer than predicted, so allow one slow step past the budget here
     assert first.stopped_by_budget and 1 < first.steps < 2000 and first.elapsed_s <= 8.0 + 2.0
+    assert first.adapter_dir == first_dir.adapter
     assert (first.adapter_dir / "adapter_model.safetensors").exists()  # the pipeline evaluates what it has
-    (ckpt,) = complete_checkpoints(tmp_path / "a" / "checkpoints")
+    (ckpt,) = complete_checkpoints(first_dir.checkpoints)
     state = json.loads((ckpt / STATE).read_text())
     assert state["global_step"] == first.steps and 0 < state["elapsed_s"] <= 8.0 + 2.0
 
     steps = first.steps + 3
-    cfg2 = config.compose(FAST + [f"train.max_steps={steps}", "train.time_budget_s=60", f"train.resume_from={ckpt.parent}"])
-    second = finetune(cfg2, data, tiny_dir, tmp_path / "b" / "adapter")
+    p2 = plan.build(config.compose(FAST + [f"train.max_steps={steps}", f"hardware.time_budget_h={60 / 3600}",
+                                           f"train.resume_from={ckpt.parent}"]))  # fmt: skip
+    second = finetune(p2.train, p2.model, _run_dir(tmp_path / "b"), tiny_dir)
     assert second.resumed_from == ckpt and second.steps == steps and not second.stopped_by_budget
     assert second.elapsed_s > state["elapsed_s"]  # continued the clock, not restarted
     assert second.elapsed_s - state["elapsed_s"] <= second.seconds
@@ -83,7 +88,8 @@ KILLED_RUN = """
 import sys, time, json
 from pathlib import Path
 import transformers
-from lec import config
+from lec import config, plan
+from lec.plan import RunLayout
 from lec.train import finetune
 orig = transformers.Trainer._save_rng_state
 def slow(self, output_dir):  # the third checkpoint's write hangs half-way, until the test kills this process
@@ -92,16 +98,17 @@ def slow(self, output_dir):  # the third checkpoint's write hangs half-way, unti
         print("MID-WRITE", flush=True)
         time.sleep(120)
 transformers.Trainer._save_rng_state = slow
-cfg = config.compose(sys.argv[3:])
-finetune(cfg, Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[1]).parent / "adapter")
+p = plan.build(config.compose(sys.argv[3:]))
+run_dir = Path(sys.argv[1])
+finetune(p.train, p.model, RunLayout.of(str(run_dir.parent), run_dir), Path(sys.argv[2]))
 """
 
 
 def test_kill_9_mid_checkpoint_write_leaves_the_last_complete_one(tmp_path, tiny_dir):
-    data = _data(tmp_path)
+    layout = _run_dir(tmp_path)
     args = FAST + ["train.max_steps=10", "train.save_every_steps=1", "train.save_total_limit=5", "train.preflight=false"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(data), str(tiny_dir), *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path), str(tiny_dir), *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     try:
         deadline = time.time() + 240
@@ -110,7 +117,8 @@ def test_kill_9_mid_checkpoint_write_leaves_the_last_complete_one(tmp_path, tiny
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    root = tmp_path / "checkpoints"
+    root = layout.checkpoints
+    assert root == tmp_path / "checkpoints"
     assert (root / PARTIAL / "checkpoint-3").exists()  # the half-written one, where resume never looks
     assert [p.name for p in complete_checkpoints(root)] == ["checkpoint-1", "checkpoint-2"]
     last = find_resume("auto", root)
@@ -119,7 +127,7 @@ def test_kill_9_mid_checkpoint_write_leaves_the_last_complete_one(tmp_path, tiny
 
     from lec.train import finetune
 
-    cfg = config.compose(FAST + ["train.max_steps=4", "train.resume_from=auto"])
-    result = finetune(cfg, data, tiny_dir, tmp_path / "adapter")
+    p = plan.build(config.compose(FAST + ["train.max_steps=4", "train.resume_from=auto"]))
+    result = finetune(p.train, p.model, layout, tiny_dir)
     assert result.resumed_from == last and result.steps == 4
     assert not (root / PARTIAL / "checkpoint-3").exists()  # leftovers of the killed write are cleared

@@ -58,8 +58,8 @@ def test_collate_pads_packed_rows_as_their_own_segment():
     assert flat["input_ids"].shape == (1, 110)
 
 
-def test_training_model_has_no_kv_cache(tiny_dir, default_cfg):
+def test_training_model_has_no_kv_cache(tiny_dir, default_plan):
     from lec.train.finetune import prepare_model
 
-    model, trainable = prepare_model(default_cfg, tiny_dir)
+    model, trainable = prepare_model(default_plan.train, default_plan.model, tiny_dir)
     assert model.config.use_cache is False and 0 < trainable < model.num_parameters()

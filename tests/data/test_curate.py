@@ -8,10 +8,11 @@ import random
 
 import pytest
 
-from lec import config
+from lec import config, plan
 from lec.config import DataConfig, DedupKeep, LengthAction, SourceConfig, Template
 from lec.data import decontam, dedup
-from lec.data.curate import Context, curate, run_steps
+from lec.data.curate import curate
+from lec.data.filters import Context, run_steps
 from lec.data.mixture import build_mixture, read_jsonl
 
 ENGLISH = "The committee reviewed the proposal carefully and decided to postpone the final vote until next month."
@@ -141,10 +142,10 @@ def test_decontam_finds_planted_13_gram_overlaps_in_scenario_files(tmp_path):
 
 
 def test_decontam_without_scenario_files_says_so(tmp_path):
-    cfg = config.compose(["eval=open_600", f"outputs_dir={tmp_path}"])
+    p = plan.build(config.compose(["eval=open_600", f"outputs_dir={tmp_path}"]))
     from lec.data.curate import eval_instances
 
-    inst = eval_instances(cfg)
+    inst = eval_instances(p.data, p.eval, tmp_path)
     assert not inst.available and "not available" in inst.note and "scenarios_dir" in inst.note
     assert "mmlu" in inst.missing
     rows = _rows([ENGLISH])
@@ -152,21 +153,25 @@ def test_decontam_without_scenario_files_says_so(tmp_path):
     assert steps[-1].note.startswith("NOT RUN") and steps[-1].rows_out == 1
 
 
-def test_default_curation_drops_no_smoke_eval_item_but_catches_a_leaked_one(default_cfg, tiny_dir, tmp_path):
+def _curate(p, out_dir, tiny_dir, outputs_dir):
+    return curate(p.data, p.train.seq_len, p.model, p.eval, out_dir, tiny_dir, outputs_dir)
+
+
+def test_default_curation_drops_no_smoke_eval_item_but_catches_a_leaked_one(default_plan, tiny_dir, tmp_path):
     """The smoke eval items are held out by construction: the default decontaminates to zero drops; a training row
     that quotes an eval item (as a real leak would) is dropped and shown in the report."""
-    mix = curate(default_cfg, tmp_path / "a", tiny_dir)
+    mix = _curate(default_plan, tmp_path / "a", tiny_dir, tmp_path)
     step = {s.step: s for s in mix.steps}["decontam"]
     assert mix.decontam["available"] and mix.decontam["instances"] > 100
     assert step.enabled and step.rows_in == step.rows_out > 5000
 
-    gsm = [json.loads(line) for line in _smoke_file(default_cfg, tmp_path, "gsm/gsm_data_test")]
+    gsm = [json.loads(line) for line in _smoke_file(default_plan, tmp_path, "gsm/gsm_data_test")]
     leak = tmp_path / "leak.jsonl"
     leak.write_text("".join(json.dumps({"instruction": f"Q: {g['question']}\nA:", "output": " 1"}) + "\n"
                             for g in gsm[:3]))  # fmt: skip
     cfg = config.compose([])
     cfg.data.sources.append(SourceConfig(name="leak", local_path=str(leak)))
-    mix = curate(cfg, tmp_path / "b", tiny_dir)
+    mix = _curate(plan.build(cfg), tmp_path / "b", tiny_dir, tmp_path)
     step = {s.step: s for s in mix.steps}["decontam"]
     assert step.dropped_by_source == {"leak": 3} and "gsm_data_test" in step.examples[0]["why"]
     report = json.loads((tmp_path / "b" / "curation_report.json").read_text())
@@ -175,10 +180,10 @@ def test_default_curation_drops_no_smoke_eval_item_but_catches_a_leaked_one(defa
     assert src["leak"]["rows_in"] == 3 and src["leak"]["curated"] == 0
 
 
-def _smoke_file(cfg, tmp_path, rel):
+def _smoke_file(p, tmp_path, rel):
     from lec.evaluate.smoke_data import write_scenarios
 
-    write_scenarios(tmp_path / "helm", cfg.eval.synthetic)
+    write_scenarios(tmp_path / "helm", p.eval.synthetic)
     return (tmp_path / "helm" / "scenarios" / rel).read_text().splitlines()
 
 

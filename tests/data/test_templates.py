@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lec import config
+from lec import config, plan
 from lec.config import Template
 from lec.data.mixture import normalise
 from lec.data.templates import chat_messages, render
@@ -44,9 +44,9 @@ def test_a_tokenizer_without_chat_template_is_a_clear_error(tok):
         render(Template.chat, ROW, bare)
 
 
-def test_chat_training_ids_have_one_bos_and_end_with_eos(default_cfg, tok):
-    cfg = config.compose(["data.template=chat"])
-    (row,) = encode([ROW], tok, cfg)
+def test_chat_training_ids_have_one_bos_and_end_with_eos(tok):
+    p = plan.build(config.compose(["data.template=chat"]))
+    (row,) = encode([ROW], tok, p.train)
     ids, labels = row["input_ids"], row["labels"]
     assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id  # the template's BOS, not a second
     messages = [{"role": "user", "content": ROW["instruction"]}]
@@ -62,13 +62,13 @@ def test_serving_wraps_helm_prompts_exactly_as_training_rendered_them(tiny_dir, 
     from lec.serve.api import ProcessRequest
     from lec.serve.load import load_engine
 
-    cfg = config.compose([f"data.template={template}"])
-    engine = load_engine(cfg, base=str(tiny_dir))
+    p = plan.build(config.compose([f"data.template={template}"]))
+    engine = load_engine(p.serve, p.model, base=str(tiny_dir))
     helm_prompt = "Question: Which is larger?\nA. 12\nB. 40\nAnswer:"
     row = {"text": f"### Human: {helm_prompt}### Assistant: B"} if template == "guanaco" else dict(
         ROW, instruction=helm_prompt, output="B"
     )
-    (trained,) = encode([row], engine.tokenizer, cfg)
+    (trained,) = encode([row], engine.tokenizer, p.train)
     served, _ = engine.check(ProcessRequest(prompt=helm_prompt, max_new_tokens=1))
     answer_text = " B" if template == "guanaco" else "B"  # guanaco's answer keeps the space after "Assistant:"
     answer = engine.tokenizer(answer_text, add_special_tokens=False).input_ids + [engine.tokenizer.eos_token_id]
@@ -95,7 +95,7 @@ def test_threads_without_an_answer_are_bad_rows_not_a_crash():
 
 def test_length_truncation_shortens_a_chat_thread_answer(tok):
     from lec.config import CurationConfig, LengthAction
-    from lec.data.curate import Context, run_steps
+    from lec.data.filters import Context, run_steps
 
     cur = CurationConfig()
     for step in ("language", "exact_dedup", "near_dedup", "decontam", "llm_generated"):

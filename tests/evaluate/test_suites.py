@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lec import config
+from lec import config, plan
 from lec.evaluate.suites import SuiteError, conf_entries, instance_budget, suite_entries
 
 
@@ -42,5 +42,5 @@ def test_suites_compose_with_their_budgets():
 def test_unknown_conf_is_a_clear_error():
     with pytest.raises(SuiteError, match="open_600"):
         conf_entries("open_601")
-    with pytest.raises(config.ConfigError, match="unknown HELM conf"):
-        config.compose(["eval=smoke", "eval.confs=[nope]"])
+    with pytest.raises(config.ConfigError, match="eval=smoke: unknown HELM conf"):
+        plan.build(config.compose(["eval=smoke", "eval.confs=[nope]"]))  # the plan resolves the suite, before work

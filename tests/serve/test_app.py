@@ -161,25 +161,27 @@ def test_concurrent_truncating_tokenize_does_not_leak_into_process(engine):
     assert all(r == (full[:3] if i % 2 else full) for i, r in enumerate(results))
 
 
-def test_serving_uses_the_training_template(default_cfg, tiny_dir):
-    from lec import config
+def test_serving_uses_the_training_template(default_plan, tiny_dir):
+    from lec import config, plan
     from lec.serve.load import load_engine
 
-    cfg = config.compose(["data=dolly"])
-    eng = load_engine(cfg, base=str(tiny_dir))
+    p = plan.build(config.compose(["data=dolly"]))
+    eng = load_engine(p.serve, p.model, base=str(tiny_dir))
     assert eng.format.wrap("Say hi").endswith("### Instruction:\nSay hi\n\n### Response:\n")
-    assert load_engine(default_cfg, base=str(tiny_dir)).format.wrap("Say hi") == "Say hi"  # raw template
+    raw = load_engine(default_plan.serve, default_plan.model, base=str(tiny_dir))
+    assert raw.format.wrap("Say hi") == "Say hi"  # raw template
 
 
 @pytest.mark.parametrize("template", ["alpaca", "chat"])
 def test_a_prompt_helm_fitted_to_the_reported_context_still_fits_once_wrapped(tiny_dir, template):
     """prod_env's max_sequence_length = context - wrapper_tokens (from /health): the longest prompt HELM would send
     for a 1-token answer is accepted after the server wraps it."""
-    from lec import config
+    from lec import config, plan
     from lec.serve.load import load_engine
 
-    cfg = config.compose([f"data.template={template}", "model.max_seq_len=256"])
-    eng = load_engine(cfg, base=str(tiny_dir))
+    p = plan.build(config.compose([f"data.template={template}", "serve.max_seq_len=256"]))
+    eng = load_engine(p.serve, p.model, base=str(tiny_dir))
+    assert eng.context == 256  # the served context is serve.max_seq_len
     health = TestClient(create_app(eng)).get("/health").json()
     room = eng.context - eng.wrapper_tokens - 1  # HELM leaves max_tokens=1 of its context for the answer
     assert health["wrapper_tokens"] == eng.wrapper_tokens > 5 and room > 100
