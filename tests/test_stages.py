@@ -60,19 +60,3 @@ def test_dvc_yaml_stages_match_the_stage_functions():
     assert not any("cache" in d for st in dvc.values() for d in st.get("deps", []))  # base weights never a dep
     assert "eval" not in dvc["finetune"]["params"] and not any(p.startswith("eval") for p in dvc["finetune"]["params"])
 
-
-@pytest.mark.parametrize("adapter, logged", [("lora", {"config.json", "model.safetensors"}), ("full", {"config.json"})])
-def test_full_fine_tune_weights_stay_on_disk_not_in_mlflow(tmp_path, adapter, logged):
-    import mlflow
-
-    weights = tmp_path / "adapter"
-    weights.mkdir()
-    (weights / "config.json").write_text("{}")
-    (weights / "model.safetensors").write_bytes(b"\0" * 1024)
-    cfg = config.compose([f"adapter={adapter}", f"outputs_dir={tmp_path}"])
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with mlflow.start_run() as run:
-        stages._log_weights(cfg, weights)
-    client = mlflow.MlflowClient()
-    assert {f.path.split("/")[-1] for f in client.list_artifacts(run.info.run_id, "adapter")} == logged
-    assert client.get_run(run.info.run_id).data.tags["lec.weights_dir"] == str(weights.resolve())
