@@ -95,9 +95,11 @@ class TinyModelConfig:
 
 @dataclass
 class ModelShape:
-    """Architecture numbers the memory pre-flight needs before any weight is loaded (the model's config.json)."""
+    """Architecture numbers the memory pre-flight needs before any weight is loaded. lec reads them from the model's
+    config.json at run time (lec.models.model_facts); a model file sets `shape` only to pre-flight without one."""
 
-    layout: str = "llama"  # llama (Llama/Mistral module names) | qwen (Qwen v1: c_attn, c_proj, w1, w2)
+    layout: str = "llama"  # Linear names when `linears` is null: llama (q/k/v/o_proj, gate/up/down_proj) | qwen (Qwen
+    # v1: c_attn, c_proj, w1, w2); read from config.json: its model_type (informational, `linears` is filled in)
     vocab_size: int = 32000
     hidden_size: int = 4096
     intermediate_size: int = 11008  # the MLP's hidden width (Qwen v1: config value // 2 per branch)
@@ -105,7 +107,12 @@ class ModelShape:
     num_attention_heads: int = 32
     num_key_value_heads: int = 32
     tie_word_embeddings: bool = False
-    attention_bias: bool = False  # q/k/v carry a bias (Qwen)
+    attention_bias: bool = False  # q/k/v carry a bias (Qwen v1, Qwen2)
+    head_dim: Optional[int] = None  # width of one attention head; null = hidden_size // num_attention_heads
+    # (Gemma-2-9B: 256, not 3584 / 16)
+    linears: Optional[Dict[str, List[List[int]]]] = None  # one decoder layer's nn.Linear modules: name suffix →
+    # [[d_in, d_out], …], listed from the model built on the meta device; null = the layout's table
+    num_params: Optional[int] = None  # every parameter of the model built on the meta device; null = layout formula
 
 
 @dataclass
@@ -117,18 +124,19 @@ class ModelConfig:
     revision: Optional[str] = None
     local_path: Optional[str] = None  # a directory with config.json + weights + tokenizer; wins over hf_id
     tiny: Optional[TinyModelConfig] = None  # set only for the in-process model
-    arch: str = "LlamaForCausalLM"
+    arch: Optional[str] = None  # informational; the class comes from config.json `architectures`
     trust_remote_code: bool = False
     gated: bool = False
     license: str = ""
-    native_context: int = 2048  # the model's own max_position_embeddings
+    native_context: Optional[int] = None  # the model's own context (config.json max_position_embeddings); null = read
+    # from config.json at run time (lec.models.model_facts), which also wins over a value set here
     max_seq_len: int = 2048  # what lec trains and serves at
     torch_dtype: str = "bfloat16"  # float32 | bfloat16 | float16
     pad_token: Optional[str] = "eos"  # "eos" reuses EOS as padding (models that ship no pad token)
     lora_target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     lr: Optional[float] = None  # per-model learning-rate override; null = the adapter recipe's lr
     warmup_ratio: Optional[float] = None  # per-model warmup override; null = the adapter recipe's
-    shape: Optional[ModelShape] = None  # for the memory pre-flight of hub models (tiny/local derive their own)
+    shape: Optional[ModelShape] = None  # only to pre-flight a hub model offline before its config.json is cached
 
 
 @dataclass
@@ -461,7 +469,8 @@ def validate(cfg: LecConfig) -> LecConfig:
     for entry in entries:
         if "model={model}" not in entry:
             raise ConfigError(f"eval entry '{entry}' must contain 'model={{model}}' (lec fills in the served model)")
-    if cfg.hardware.max_seq_len > cfg.model.native_context and cfg.model.tiny is None:
+    native = cfg.model.native_context
+    if native is not None and cfg.hardware.max_seq_len > native and cfg.model.tiny is None:
         raise ConfigError(
             f"hardware.max_seq_len={cfg.hardware.max_seq_len} exceeds model '{cfg.model.name}' context "
             f"{cfg.model.native_context}"
