@@ -82,7 +82,8 @@ def shape_of(cfg: LecConfig, base_dir: Optional[Path] = None) -> ModelShape:
     except ModelLoadError as err:
         raise ConfigError(
             f"memory pre-flight: {err}; or set model.shape (vocab_size, hidden_size, intermediate_size, "
-            "num_hidden_layers, num_attention_heads, num_key_value_heads) to estimate without it, or train.preflight=false"
+            "num_hidden_layers, num_attention_heads, num_key_value_heads) to estimate without it, "
+            "or train.preflight=false"
         ) from err
 
 
