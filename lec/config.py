@@ -206,9 +206,11 @@ class TinyModelConfig:
 
 @dataclass
 class ModelShape:
-    """Architecture numbers the memory pre-flight needs before any weight is loaded (the model's config.json)."""
+    """Architecture numbers the memory pre-flight needs before any weight is loaded. lec reads them from the model's
+    config.json at run time (lec.models.model_facts); a model file sets `shape` only to pre-flight without one."""
 
-    layout: str = "llama"  # llama (Llama/Mistral module names) | qwen (Qwen v1: c_attn, c_proj, w1, w2)
+    layout: str = "llama"  # Linear names when `linears` is null: llama (q/k/v/o_proj, gate/up/down_proj) | qwen (Qwen
+    # v1: c_attn, c_proj, w1, w2); read from config.json: its model_type (informational, `linears` is filled in)
     vocab_size: int = num(32000, 1)
     hidden_size: int = num(4096, 1)
     intermediate_size: int = num(11008, 1)  # the MLP's hidden width (Qwen v1: config value // 2 per branch)
@@ -216,7 +218,12 @@ class ModelShape:
     num_attention_heads: int = num(32, 1)
     num_key_value_heads: int = num(32, 1)
     tie_word_embeddings: bool = False
-    attention_bias: bool = False  # q/k/v carry a bias (Qwen)
+    attention_bias: bool = False  # q/k/v carry a bias (Qwen v1, Qwen2)
+    head_dim: Optional[int] = num(None, 1)  # width of one attention head; null = hidden_size // num_attention_heads
+    # (Gemma-2-9B: 256, not 3584 / 16)
+    linears: Optional[Dict[str, List[List[int]]]] = None  # one decoder layer's nn.Linear modules: name suffix →
+    # [[d_in, d_out], …], listed from the model built on the meta device; null = the layout's table
+    num_params: Optional[int] = num(None, 1)  # every parameter of the model built on the meta device; null = layout formula
 
 
 @dataclass
@@ -228,14 +235,15 @@ class ModelConfig:
     revision: Optional[str] = None  # a hub branch, tag or commit; a 40-hex commit is required with trust_remote_code
     local_path: Optional[str] = None  # where this model's files are (config.json + weights + tokenizer): offline
     tiny: Optional[TinyModelConfig] = None  # set only for the in-process model
-    arch: str = "LlamaForCausalLM"
+    arch: Optional[str] = None  # informational; the class comes from config.json `architectures`
     trust_remote_code: bool = False
     gated: bool = False
     license: str = ""
-    native_context: int = num(2048, 16)  # the model's own max_position_embeddings
+    native_context: Optional[int] = num(None, 16)  # the model's own context (config.json max_position_embeddings);
+    # null = read from config.json when the plan is built (lec.models.model_facts)
     torch_dtype: DType = DType.bfloat16
     pad_token: Optional[str] = "eos"  # "eos" reuses EOS as padding (models that ship no pad token)
-    shape: Optional[ModelShape] = None  # for the memory pre-flight of hub models (tiny/local derive their own)
+    shape: Optional[ModelShape] = None  # only to pre-flight a hub model offline before its config.json is cached
 
 
 @dataclass
@@ -646,6 +654,8 @@ def _check_model(m: ModelConfig, hw: HardwareConfig, serve: ServeConfig) -> None
             raise ConfigError(f"model={m.name} is built in-process (model.tiny): model.{(given or ['trust_remote_code'])[0]} "
                               "does not apply; pick a hub model (model=hf model.hf_id=…) instead")  # fmt: skip
         t = m.tiny
+        if m.native_context is None:
+            raise ConfigError(f"model={m.name} is built in-process: set model.native_context (its context length)")
         if t.hidden_size % t.num_attention_heads or t.num_attention_heads % t.num_key_value_heads:
             raise ConfigError("model.tiny: hidden_size must be a multiple of num_attention_heads, and "
                               "num_attention_heads of num_key_value_heads")  # fmt: skip
@@ -654,7 +664,7 @@ def _check_model(m: ModelConfig, hw: HardwareConfig, serve: ServeConfig) -> None
                           f"to a 40-hex commit (got {m.revision!r})")  # fmt: skip
     _must_exist("model.local_path", m.local_path, want_dir=True)
     for key, n in (("hardware.max_seq_len", hw.max_seq_len), ("serve.max_seq_len", serve.max_seq_len)):
-        if n > m.native_context:
+        if m.native_context is not None and n > m.native_context:
             raise ConfigError(f"{key}={n} exceeds model={m.name}'s context model.native_context={m.native_context}")
 
 

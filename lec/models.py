@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from lec.config import ModelConfig, TinyModelConfig
+from lec.config import ModelConfig, ModelShape, TinyModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +69,14 @@ def build_tiny_tokenizer(vocab_size: int) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def build_tiny(cfg: TinyModelConfig, context: int) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A random-init Llama from `cfg`, seeded, with its in-process tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(cfg: TinyModelConfig, context: int, tokenizer: Optional[PreTrainedTokenizerBase] = None):
+    """The tiny model's LlamaConfig; without its tokenizer the vocabulary is the configured upper bound."""
+    from transformers import LlamaConfig
 
-    tokenizer = build_tiny_tokenizer(cfg.vocab_size)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    ids = {} if tokenizer is None else dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                            pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    return LlamaConfig(
+        vocab_size=len(tokenizer) if tokenizer is not None else cfg.vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_hidden_layers,
@@ -81,10 +85,16 @@ def build_tiny(cfg: TinyModelConfig, context: int) -> Tuple[PreTrainedModel, Pre
         max_position_embeddings=context,  # model.native_context
         tie_word_embeddings=True,
         initializer_range=cfg.initializer_range,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        **ids,
     )
+
+
+def build_tiny(cfg: TinyModelConfig, context: int) -> Tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A random-init Llama from `cfg`, seeded, with its in-process tokenizer."""
+    from transformers import LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer(cfg.vocab_size)
+    config = tiny_llama_config(cfg, context, tokenizer)
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -161,8 +171,218 @@ def materialize_base(cfg: ModelConfig, cache_dir: Path) -> Optional[Path]:
     return out_dir
 
 
+# ---- what a base model is, read from its config.json: no weight is loaded ------------------------------------------
+
+ALL_LINEAR = "all-linear"  # adapter.target_modules shorthand: every Linear of the decoder blocks (peft's own name)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What lec knows about a base model before loading a weight: its config.json (and tokenizer files)."""
+
+    native_context: int  # tokens the model was built for: config.json max_position_embeddings (Qwen v1: seq_length)
+    shape: ModelShape  # for the memory pre-flight, with one layer's Linears and the exact parameter count
+    linear_targets: Tuple[str, ...]  # name suffixes of every Linear in the decoder blocks (no lm_head, no embeddings)
+    has_chat_template: bool  # the tokenizer ships a chat template (what data.template=chat renders with)
+    model_type: str = ""  # config.json model_type: llama, mistral, qwen2, gemma2, qwen, …
+    source: str = ""  # the config.json read, or what stood in for it (model.tiny, model.shape)
+
+
+def model_facts(cfg: ModelConfig, base_dir: Optional[Path] = None) -> ModelFacts:
+    """The facts of the model `cfg` names, from its config.json: in `base_dir` (the materialised tiny model, a saved
+    base), else in model.local_path, else model.hf_id @ revision through the Hugging Face cache (hf_hub_download,
+    which reads the cache offline). The tiny model before it is built: from its config. A model file's hand-written
+    `shape` stands in when no config.json can be had; without one, ModelLoadError names model.local_path."""
+    if base_dir is None and cfg.local_path is None and cfg.tiny is not None:
+        shape, targets = _meta_facts(tiny_llama_config(cfg.tiny, cfg.native_context), trust_remote_code=False)
+        # build_tiny_tokenizer always sets TINY_CHAT_TEMPLATE
+        return ModelFacts(cfg.native_context, shape, targets, True, "llama", "model.tiny")
+    try:
+        path, hub = _config_path(cfg, base_dir)
+    except ModelLoadError:
+        if cfg.shape is None:
+            raise
+        return _facts_from_shape(cfg)
+    text = path.read_text()
+    raw = json.loads(text)
+    raw = raw.get("text_config") or raw  # a multimodal config nests the language model's
+    model_type = str(raw.get("model_type", ""))
+    try:
+        shape, targets = _derive(text, str(path.parent), cfg.trust_remote_code)
+        shape = copy.deepcopy(shape)  # the cached one stays as read
+    except Exception as err:  # remote code not cached or not trusted, an architecture this transformers lacks, …
+        shape = _qwen_v1_shape(raw) if model_type == "qwen" else cfg.shape
+        if shape is None:
+            raise ModelLoadError(
+                f"model '{cfg.name}': could not build its '{model_type}' architecture on the meta device from {path} "
+                f"({_first_line(err)}); set model.trust_remote_code=true if it ships its own code, or set model.shape "
+                "for the memory pre-flight and adapter.target_modules"
+            ) from err
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_TARGETS
+        from lec.shapes import linears
+
+        targets = tuple(PEFT_TARGETS.get(model_type) or linears(shape))
+        log.info("model '%s': no meta-device model (%s); LoRA targets %s", cfg.name, _first_line(err), targets)
+    context = _context(raw, model_type)
+    if context is None:
+        if cfg.native_context is None:
+            raise ModelLoadError(f"model '{cfg.name}': {path} names no context length (max_position_embeddings); "
+                                 "set model.native_context")  # fmt: skip
+        context = cfg.native_context
+    elif cfg.native_context is not None and cfg.native_context != context:
+        raise ModelLoadError(f"model '{cfg.name}': model.native_context={cfg.native_context} but {path} says {context}: "
+                             "set model.native_context=null (read from config.json) or to its value")  # fmt: skip
+    return ModelFacts(context, shape, targets, _has_chat_template(cfg, path.parent, hub), model_type, str(path))
+
+
+def resolve_targets(targets: Sequence[str], facts: ModelFacts) -> List[str]:
+    """adapter.target_modules with `all-linear` replaced by the model's block Linears (in order, no repeats)."""
+    out: List[str] = []
+    for t in targets:
+        for name in facts.linear_targets if t == ALL_LINEAR else (t,):
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def _config_path(cfg: ModelConfig, base_dir: Optional[Path]) -> Tuple[Path, bool]:
+    """(config.json, whether it came through the hub cache)."""
+    if base_dir is not None or cfg.local_path:
+        where = Path(base_dir or cfg.local_path)  # type: ignore[arg-type]
+        if not (where / "config.json").is_file():
+            raise ModelLoadError(f"model '{cfg.name}': no config.json in {where} (model.local_path must be a model "
+                                 "directory: save_pretrained output or a hub download)")  # fmt: skip
+        return where / "config.json", False
+    if not cfg.hf_id:
+        raise ModelLoadError(f"model '{cfg.name}' has neither local_path nor hf_id")
+    try:
+        return Path(_hub_file(cfg.hf_id, "config.json", cfg.revision)), True
+    except (OSError, ValueError) as err:  # huggingface_hub's errors are OSErrors (offline, gated, not found)
+        raise ModelLoadError(_hint(cfg, cfg.hf_id, err)) from err
+
+
+@functools.lru_cache(maxsize=64)
+def _hub_file(repo: str, filename: str, revision: Optional[str]) -> str:
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo, filename, revision=revision)
+
+
+@functools.lru_cache(maxsize=16)
+def _derive(config_text: str, config_dir: str, trust_remote_code: bool) -> Tuple[ModelShape, Tuple[str, ...]]:
+    """Shape and Linear names of the model a config.json describes (cached: the pre-flight asks many times)."""
+    from transformers import AutoConfig
+
+    hf = AutoConfig.from_pretrained(config_dir, trust_remote_code=trust_remote_code)
+    return _meta_facts(hf, trust_remote_code)
+
+
+def _meta_facts(hf: Any, trust_remote_code: bool) -> Tuple[ModelShape, Tuple[str, ...]]:
+    """Build the model on the meta device (shapes, no memory) and list what its decoder blocks hold."""
+    from transformers.pytorch_utils import Conv1D
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf, trust_remote_code=trust_remote_code)
+    text = hf.get_text_config()
+    blocks = _decoder_blocks(model, getattr(text, "num_hidden_layers", None))
+    tables = []
+    for block in blocks:
+        table: Dict[str, List[List[int]]] = {}
+        for name, mod in block.named_modules():
+            if isinstance(mod, torch.nn.Linear):
+                dims = [mod.in_features, mod.out_features]
+            elif isinstance(mod, Conv1D):  # GPT-2 style: weight is (d_in, d_out)
+                dims = [int(mod.weight.shape[0]), int(mod.weight.shape[1])]
+            else:
+                continue
+            table.setdefault(name.rsplit(".", 1)[-1], []).append(dims)
+        tables.append(table)
+    if not tables[0]:
+        raise ValueError(f"no Linear layer in the decoder blocks of {type(model).__name__}")
+    if any(t != tables[0] for t in tables):
+        log.warning("%s: decoder blocks differ; the pre-flight counts every block like the first", type(model).__name__)
+    h = text.hidden_size
+    heads = text.num_attention_heads
+    inter = getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * h
+    out_emb, in_emb = model.get_output_embeddings(), model.get_input_embeddings()
+    biased = {"q_proj", "k_proj", "v_proj", "c_attn", "qkv_proj", "query_key_value"}
+    modules = dict(blocks[0].named_modules())
+    shape = ModelShape(
+        layout=str(getattr(text, "model_type", "") or type(model).__name__),
+        vocab_size=text.vocab_size,
+        hidden_size=h,
+        intermediate_size=inter // 2 if text.model_type == "qwen" else inter,  # Qwen v1: w1 and w2 share the width
+        num_hidden_layers=len(blocks),
+        num_attention_heads=heads,
+        num_key_value_heads=getattr(text, "num_key_value_heads", None) or heads,
+        tie_word_embeddings=out_emb is not None and out_emb.weight is in_emb.weight,
+        attention_bias=any(getattr(m, "bias", None) is not None for n, m in modules.items()
+                           if n.rsplit(".", 1)[-1] in biased),
+        head_dim=getattr(text, "head_dim", None) or None,
+        linears=tables[0],
+        num_params=sum(p.numel() for p in model.parameters()),  # tied weights are one parameter
+    )  # fmt: skip
+    return shape, tuple(tables[0])
+
+
+def _decoder_blocks(model: torch.nn.Module, n_layers: Optional[int]) -> torch.nn.ModuleList:
+    """The ModuleList of decoder layers: the first with num_hidden_layers entries, else the longest."""
+    lists = [m for _, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise ValueError(f"{type(model).__name__} has no list of decoder blocks")
+    exact = [m for m in lists if len(m) == n_layers]
+    return exact[0] if exact else max(lists, key=len)
+
+
+def _qwen_v1_shape(c: Dict[str, Any]) -> ModelShape:
+    """Qwen v1 (custom code) from its config.json: fused c_attn with bias, w1/w2 each half the intermediate width."""
+    return ModelShape(layout="qwen", vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
+                      intermediate_size=c["intermediate_size"] // 2, num_hidden_layers=c["num_hidden_layers"],
+                      num_attention_heads=c["num_attention_heads"],
+                      num_key_value_heads=c.get("num_key_value_heads") or c["num_attention_heads"],
+                      tie_word_embeddings=bool(c.get("tie_word_embeddings", False)), attention_bias=True)  # fmt: skip
+
+
+def _facts_from_shape(cfg: ModelConfig) -> ModelFacts:
+    """No config.json to be had (offline, nothing cached): the model file's hand-written shape and context."""
+    from lec.shapes import linears
+
+    assert cfg.shape is not None
+    if cfg.native_context is None:
+        raise ModelLoadError(f"model '{cfg.name}' sets model.shape but not model.native_context")
+    # the tokenizer is not at hand either: no chat template is assumed (loading the tokenizer tells the truth)
+    return ModelFacts(cfg.native_context, cfg.shape, tuple(linears(cfg.shape)), False, cfg.shape.layout, "model.shape")
+
+
+def _context(c: Dict[str, Any], model_type: str) -> Optional[int]:
+    # Qwen v1 trained at seq_length (2048) and reaches max_position_embeddings (8192) only by dynamic NTK scaling
+    keys = ("seq_length", "max_position_embeddings") if model_type == "qwen" else (
+        "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")  # fmt: skip
+    return next((int(c[k]) for k in keys if c.get(k)), None)
+
+
+def _has_chat_template(cfg: ModelConfig, where: Path, hub: bool) -> bool:
+    """A chat template in the tokenizer files (chat_template.jinja since transformers 4.43, or tokenizer_config.json's
+    `chat_template`); through the hub, each file lands in the same snapshot directory as config.json."""
+    for name in ("chat_template.jinja", "chat_template.json", "tokenizer_config.json"):
+        if hub and not (where / name).exists():
+            try:
+                _hub_file(cfg.hf_id, name, cfg.revision)
+            except (OSError, ValueError):
+                continue  # not in the repo, or not cached offline
+        f = where / name
+        if f.is_file() and (name != "tokenizer_config.json" or json.loads(f.read_text()).get("chat_template")):
+            return True
+    return False
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(err).__name__
+
+
 def _hint(cfg: ModelConfig, where: Optional[str], err: Exception) -> str:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    first = _first_line(err)
     if where is None:
         return f"model '{cfg.name}' has neither local_path nor hf_id"
     if Path(where).exists() or cfg.local_path:

@@ -201,9 +201,14 @@ def build(cfg: LecConfig) -> Plan:
     if cfg.score.pool not in POOLS and not Path(cfg.score.pool).is_file():
         raise ConfigError(f"score.pool={cfg.score.pool}: neither a shipped pool ({', '.join(POOLS)}) nor a file")
 
+    facts = local_facts(cfg.model)
+    context = cfg.model.native_context or (facts.native_context if facts else None)
+    for key, n in (("hardware.max_seq_len", hw.max_seq_len), ("serve.max_seq_len", cfg.serve.max_seq_len)):
+        if context is not None and n > context:
+            raise ConfigError(f"{key}={n} exceeds model={cfg.model.name}'s context {context}")  # tested: local model
     lora = None
     if ad.kind is not AdapterKind.full:
-        lora = LoraPlan(ad.r, ad.alpha, ad.dropout, ad.bias.value, lora_targets(list(ad.target_modules), cfg.model))
+        lora = LoraPlan(ad.r, ad.alpha, ad.dropout, ad.bias.value, lora_targets(list(ad.target_modules), cfg.model, facts))
     train = TrainPlan(
         enabled=tr.enabled, method=ad.kind, lora=lora, quantization=ad.quantization, optim=ad.optim, lr=ad.lr,
         scheduler=ad.scheduler, warmup_ratio=ad.warmup_ratio, weight_decay=ad.weight_decay,
@@ -238,13 +243,34 @@ def build(cfg: LecConfig) -> Plan:
     )  # fmt: skip
 
 
-def lora_targets(targets: list, model: ModelConfig) -> Tuple[str, ...]:
-    """`all-linear` → the block Linears of the model's layout when lec knows the shape without downloading it
-    (tiny, or a model option with a `shape`); a hub model without one keeps `all-linear` for peft to resolve."""
+def local_facts(model: ModelConfig):
+    """The model's facts (context, shape, block Linears) when its config.json is on this machine (model.local_path),
+    without touching the network; None for the tiny model (lec knows it) and hub ids (resolved when loaded)."""
+    if model.local_path is None:
+        return None
+    from lec.models import ModelLoadError, model_facts
+
+    try:
+        return model_facts(model)
+    except ModelLoadError as err:
+        raise ConfigError(str(err)) from None
+
+
+def lora_targets(targets: list, model: ModelConfig, facts) -> Tuple[str, ...]:
+    """`all-linear` → the block Linears of the model when lec knows them without downloading anything (tiny, a
+    local config.json, a model option's `shape`); a hub model not on disk keeps `all-linear` for peft to resolve
+    when it loads (and `train.lora.resolved_targets` records what it chose)."""
     if targets != ["all-linear"]:
         return tuple(targets)
-    layout = "llama" if model.tiny is not None else (model.shape.layout if model.shape is not None else None)
-    return BLOCK_LINEARS.get(layout, ("all-linear",))
+    if facts is not None:
+        return tuple(facts.linear_targets)
+    if model.tiny is not None:
+        return BLOCK_LINEARS["llama"]
+    if model.shape is not None:
+        from lec.shapes import linears
+
+        return tuple(linears(model.shape))
+    return ("all-linear",)
 
 
 def require_machine(train: TrainPlan) -> None:

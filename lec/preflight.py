@@ -23,7 +23,6 @@ Calibrated on CPU against measured peaks with benchmarks/preflight_calibration.p
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Dict, List, Optional, Tuple
 
 from lec.config import AdapterKind, Attention, ConfigError, Device, ModelConfig, ModelShape, Optimizer, QuantConfig
 from lec.plan import LoraPlan, TrainPlan
+from lec.shapes import head_dim, linears
 
 log = logging.getLogger(__name__)
 GiB = 2**30
@@ -74,51 +74,28 @@ class Estimate:
         )  # fmt: skip
 
 
-def shape_of(m: ModelConfig, base_dir: Optional[Path] = None) -> ModelShape:
-    """Architecture numbers without loading weights: a local config.json, the tiny config, or model.shape."""
-    local = base_dir or (Path(m.local_path) if m.local_path else None)
-    if local is not None and (Path(local) / "config.json").exists():
-        c = json.loads((Path(local) / "config.json").read_text())
-        qwen = c.get("model_type") == "qwen"
-        return ModelShape(
-            layout="qwen" if qwen else "llama",
-            vocab_size=c["vocab_size"],
-            hidden_size=c["hidden_size"],
-            intermediate_size=c["intermediate_size"] // 2 if qwen else c["intermediate_size"],
-            num_hidden_layers=c["num_hidden_layers"],
-            num_attention_heads=c["num_attention_heads"],
-            num_key_value_heads=c.get("num_key_value_heads") or c["num_attention_heads"],
-            tie_word_embeddings=bool(c.get("tie_word_embeddings", not qwen)),
-            attention_bias=qwen or bool(c.get("attention_bias", False)),
-        )
-    if m.tiny is not None:  # before it is built: its tokenizer may end up with fewer than vocab_size tokens
-        t = m.tiny
-        return ModelShape("llama", t.vocab_size, t.hidden_size, t.intermediate_size, t.num_hidden_layers,
-                          t.num_attention_heads, t.num_key_value_heads, tie_word_embeddings=True)  # fmt: skip
-    if m.shape is not None:
-        return m.shape
-    raise ConfigError(
-        f"memory pre-flight: model '{m.name}' has no shape: set model.shape (vocab_size, hidden_size, "
-        "intermediate_size, num_hidden_layers, num_attention_heads, num_key_value_heads), point model.local_path at "
-        "a downloaded model, or set train.preflight=false"
-    )
+def shape_of(model: ModelConfig, base_dir: Optional[Path] = None) -> ModelShape:
+    """Architecture numbers without loading weights: from the model's config.json (base_dir, model.local_path or the
+    hub cache; lec.models.model_facts), the tiny config before it is built, or the model file's hand-written shape."""
+    from lec.models import ModelLoadError, model_facts
 
-
-def linears(s: ModelShape) -> Dict[str, List[Tuple[int, int]]]:
-    """Per decoder layer: module name → (d_in, d_out) of each Linear with that name (peft matches by suffix)."""
-    h, i = s.hidden_size, s.intermediate_size
-    if s.layout == "qwen":
-        return {"c_attn": [(h, 3 * h)], "c_proj": [(h, h), (i, h)], "w1": [(h, i)], "w2": [(h, i)]}
-    kv = s.num_key_value_heads * (h // s.num_attention_heads)
-    return {"q_proj": [(h, h)], "k_proj": [(h, kv)], "v_proj": [(h, kv)], "o_proj": [(h, h)],
-            "gate_proj": [(h, i)], "up_proj": [(h, i)], "down_proj": [(i, h)]}  # fmt: skip
+    try:
+        return model_facts(model, base_dir).shape
+    except ModelLoadError as err:
+        raise ConfigError(
+            f"memory pre-flight: {err}; or set model.shape (vocab_size, hidden_size, intermediate_size, "
+            "num_hidden_layers, num_attention_heads, num_key_value_heads) to estimate without it, "
+            "or train.preflight=false"
+        ) from err
 
 
 def param_counts(s: ModelShape) -> Tuple[int, int]:
     """(all params, params inside decoder-layer Linears — the ones bitsandbytes quantizes)."""
     lin = s.num_hidden_layers * sum(a * b for dims in linears(s).values() for a, b in dims)
-    h, kv = s.hidden_size, s.num_key_value_heads * (s.hidden_size // s.num_attention_heads)
-    bias = s.num_hidden_layers * (h + 2 * kv) if s.attention_bias else 0
+    if s.num_params is not None:  # counted on the meta-device model: biases, norms, embeddings as they are
+        return s.num_params, lin
+    h, q, kv = s.hidden_size, s.num_attention_heads * head_dim(s), s.num_key_value_heads * head_dim(s)
+    bias = s.num_hidden_layers * (q + 2 * kv) if s.attention_bias else 0
     norms = (2 * s.num_hidden_layers + 1) * h
     emb = s.vocab_size * h * (1 if s.tie_word_embeddings else 2)
     return lin + bias + norms + emb, lin
@@ -128,7 +105,7 @@ def lora_params(s: ModelShape, targets: List[str], r: int) -> int:
     dims = linears(s)
     unknown = [t for t in targets if t not in dims]
     if unknown:
-        raise ConfigError(f"LoRA target(s) {unknown} are not Linear layers of a {s.layout}-layout model; "
+        raise ConfigError(f"LoRA target(s) {unknown} are not Linear layers of a {s.layout} model's decoder blocks; "
                           f"valid: {', '.join(dims)}")  # fmt: skip
     return s.num_hidden_layers * sum(r * (a + b) for t in targets for a, b in dims[t])
 
@@ -145,9 +122,9 @@ def _layer_bytes(s: ModelShape, train: TrainPlan, row_len: int) -> float:
     P = _lora_bytes(train)
     M = 1 if train.device is Device.cuda else A
     h, i = s.hidden_size, s.intermediate_size
-    kv = s.num_key_value_heads * (h // s.num_attention_heads)
+    q, kv = s.num_attention_heads * head_dim(s), s.num_key_value_heads * head_dim(s)
     full = train.lora is None
-    widths = {"attn_in": h, "o_in": h, "mlp_in": h, "down_in": i}  # the distinct inputs of a layer's Linears
+    widths = {"attn_in": h, "o_in": q, "mlp_in": h, "down_in": i}  # the distinct inputs of a layer's Linears
     feeds = {"q_proj": ["attn_in"], "k_proj": ["attn_in"], "v_proj": ["attn_in"], "o_proj": ["o_in"],
              "gate_proj": ["mlp_in"], "up_proj": ["mlp_in"], "down_proj": ["down_in"],
              "c_attn": ["attn_in"], "c_proj": ["o_in", "down_in"], "w1": ["mlp_in"], "w2": ["mlp_in"]}  # fmt: skip
@@ -155,7 +132,9 @@ def _layer_bytes(s: ModelShape, train: TrainPlan, row_len: int) -> float:
     lora = 0.0
     if not full:
         for t in _targets(s, train.lora):
-            for (d_in, _), x in zip(linears(s)[t], feeds[t]):
+            dims = linears(s)[t]
+            slots = feeds.get(t) or ["down_in" if d_in == i else "attn_in" for d_in, _ in dims]  # other names: by width
+            for (d_in, _), x in zip(dims, slots):
                 if train.lora.dropout > 0:
                     lora += (A + M) * d_in  # dropout's output (lora_A's input) and its mask
                 elif A != P:
@@ -164,9 +143,9 @@ def _layer_bytes(s: ModelShape, train: TrainPlan, row_len: int) -> float:
                     saved.add(x)  # lora_A saves the very tensor the frozen Linear reads
                 lora += A * train.lora.r  # lora_A's output, lora_B's input
     norm = 4 * h + (A * h if full else 0)  # fp32 input of the variance; the normalised value (trained weight only)
-    attn = A * h + 2 * A * kv + A * h + 4 * s.num_attention_heads  # rotated q, rotated k, v, sdpa output + logsumexp
-    if kv < h:
-        attn += 2 * A * h  # k, v repeated to every head (repeat_kv) before sdpa
+    attn = A * q + 2 * A * kv + A * q + 4 * s.num_attention_heads  # rotated q, rotated k, v, sdpa output + logsumexp
+    if kv < q:
+        attn += 2 * A * q  # k, v repeated to every head (repeat_kv) before sdpa
     if train.attn_implementation is Attention.eager:
         attn += s.num_attention_heads * row_len * (4 + A)  # fp32 softmax + its cast, per query token
     mlp = 3 * A * i  # gate (silu's input), silu(gate) and up (the product's inputs)

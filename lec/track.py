@@ -180,7 +180,8 @@ def record_finetune(result, plan: Plan, layout: RunLayout) -> None:
     """train/final_… metrics, the resolved step count as a param, the weights, <dir>/train.json + train_loss.csv."""
     summary = train_summary(result)
     log_metrics({f"train/final_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
-    mlflow.log_param("train.steps", result.planned_steps)  # epochs → steps is known only after curation
+    mlflow.log_params({"train.steps": result.planned_steps,  # epochs → steps is known only after curation
+                       "train.lora.resolved_targets": ",".join(result.lora_targets)})  # what all-linear became
     _log_weights(plan.train.method, result.adapter_dir)
     _loss_csv(Path(result.log_path), layout.run_dir / "train_loss.csv")
     _write_json(layout.run_dir / "train.json", summary)

@@ -15,11 +15,13 @@ from lec.config import AdapterKind, ConfigError, Device, LecConfig
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {g: sorted(p.stem for p in (config.CONF_DIR / g).glob("*.yaml")) for g in config.GROUPS}
 GPU_ONLY = {"qlora"}  # needs a CUDA hardware preset
+NEEDS = {"hf": ["model.hf_id=Qwen/Qwen2.5-0.5B"]}  # the generic option names its model on the command line
 
 
 def test_every_group_ships_the_options_the_product_promises():
     assert set(OPTIONS["hardware"]) >= {"cpu", "rtx4090", "a100_40gb", "h100"}
-    assert set(OPTIONS["model"]) >= {"tiny", "mistral7b", "llama2_7b", "qwen14b"}
+    assert set(OPTIONS["model"]) >= {"tiny", "mistral7b", "llama2_7b", "qwen14b", "hf", "llama31_8b", "qwen25_7b",
+                                     "qwen25_14b", "gemma2_9b", "mistral7b_v03"}
     assert set(OPTIONS["data"]) >= {"synthetic", "lima", "platypus", "dolly", "oasst1", "lima_platypus"}
     assert set(OPTIONS["adapter"]) >= {"lora", "qlora", "full"}
     assert "smoke" in OPTIONS["eval"]
@@ -30,7 +32,7 @@ def test_every_option_composes_and_validates(group, option):
     overrides = [f"{group}={option}"]
     if option in GPU_ONLY:
         overrides.append("hardware=rtx4090")
-    cfg = config.compose(overrides)
+    cfg = config.compose(overrides + NEEDS.get(option, []))
     assert isinstance(cfg, LecConfig)
     assert getattr(cfg, group).name == option
 

@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -41,6 +41,7 @@ class TrainResult:
     stopped_by_budget: bool = False
     resumed_from: Optional[Path] = None
     planned_steps: int = 0  # total_steps(): train.max_steps or adapter.epochs over the rows
+    lora_targets: List[str] = field(default_factory=list)  # the module names peft adapted
 
 
 class LossLog(TrainerCallback):
@@ -201,6 +202,7 @@ def finetune(
     rows = training_rows(train, encode(read_jsonl(layout.data / "train.jsonl"), tokenizer, train))
     apply_memory_cap(train)
     model, trainable = prepare_model(train, model_cfg, base_dir)
+    targets = _peft_targets(model)
 
     steps = total_steps(train, len(rows))
     log.info("training %d trainable params on %d rows: %d steps × %d rows (≤ %d tokens), lr %.1e, budget %.0f s "
@@ -232,4 +234,10 @@ def finetune(
     done = trainer.state.global_step - (json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0)
     tokens = sum(len(r["input_ids"]) for r in rows) * done * train.rows_per_step // max(1, len(rows))
     return TrainResult(out_dir, trainer.state.global_step, float(result.training_loss), seconds, tokens, trainable,
-                       log_path, budget.elapsed(), budget.stopped, resume, steps)  # fmt: skip
+                       log_path, budget.elapsed(), budget.stopped, resume, steps, targets)  # fmt: skip
+
+
+def _peft_targets(model) -> List[str]:
+    """The module names peft put LoRA on (what `all-linear` became), [] for a full fine-tune."""
+    config = getattr(model, "peft_config", {}).get("default")
+    return sorted(config.target_modules) if config is not None else []
