@@ -8,8 +8,9 @@ its outputs to that dir, and logs to the active MLflow run:
 
 `pipeline.run` calls them in order inside one MLflow run. dvc.yaml calls them one per process:
 
-    python -m lec.stages params [overrides …]    # write params.yaml from the Hydra composition (conf/)
     python -m lec.stages <curate|finetune|evaluate|score> [--params params.yaml] [--dir outputs/pipeline]
+
+params.yaml is written by DVC only: `dvc exp run [-S key=value …]` composes it from conf/ (.dvc/config hydra.*).
 
 A stage process reads params.yaml, validates it with the same schema (lec.config.load), runs the stage inside its
 own MLflow run named `<DVC experiment>/<stage>` and tagged lec.dvc.exp_name (DVC_EXP_NAME; "workspace" under plain
@@ -231,27 +232,12 @@ def score(cfg: LecConfig, out: Path, metrics_by_label: Optional[Dict[str, Dict[s
 # --- CLI (dvc.yaml) -----------------------------------------------------------------------------------------------
 
 
-def compose_params(overrides: List[str]) -> str:
-    """params.yaml text for `overrides`: the same compose → resolve → YAML that `dvc exp run` does, after lec's
-    key and cross-field checks."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    lec_config.check_override_keys(overrides)
-    lec_config.register()
-    with initialize_config_dir(config_dir=str(Path("conf").resolve() if Path("conf").is_dir() else lec_config.CONF_DIR),
-                               version_base="1.3"):  # fmt: skip
-        dcfg = compose(config_name="config", overrides=overrides)
-    OmegaConf.resolve(dcfg)
-    lec_config.load(dcfg)  # fail here, not in a stage
-    return OmegaConf.to_yaml(dcfg)
-
-
 def load_params(path: Path) -> LecConfig:
     from omegaconf import OmegaConf
 
     if not path.exists():
-        raise lec_config.ConfigError(f"{path} not found: write it with `python -m lec.stages params [overrides]`")
+        raise lec_config.ConfigError(f"{path} not found: it is committed with the repository, and "
+                                     "`dvc exp run [-S key=value]` recomposes it from conf/")
     return lec_config.load(OmegaConf.load(path))
 
 
@@ -277,8 +263,8 @@ def run_stage(name: str, cfg: LecConfig, out: Path) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lec.stages", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("params", *STAGES))
-    parser.add_argument("overrides", nargs="*", help="params: Hydra overrides (group=option key=value)")
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)  # only to refuse them with a pointer
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--dir", type=Path, default=PIPELINE_DIR, help="pipeline dir the stages read and write")
     args = parser.parse_args(argv)
@@ -287,13 +273,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        if args.stage == "params":
-            args.params.write_text(compose_params(args.overrides))
-            print(f"wrote {args.params}")
-            return 0
         if args.overrides:
-            parser.error("stages take no overrides: change params.yaml (python -m lec.stages params …) or use "
-                         "`dvc exp run -S key=value`")  # fmt: skip
+            parser.error(f"stages take no overrides (got {' '.join(args.overrides)}): params.yaml is DVC's "
+                         "composition of conf/; use `dvc exp run -S key=value` or edit conf/")  # fmt: skip
         cfg = load_params(args.params)
     except (lec_config.ConfigError, HydraException, OmegaConfBaseException) as err:
         sys.stderr.write(f"lec: invalid config: {err}\n")
