@@ -110,10 +110,14 @@ def stage_main(argv: Optional[List[str]] = None) -> int:
     """`python -m lec.stages <stage>` (dvc.yaml): one stage of the plan in params.yaml, in its own MLflow run."""
     parser = argparse.ArgumentParser(prog="python -m lec.stages", description="Run one lec stage on params.yaml (dvc.yaml)")
     parser.add_argument("stage", choices=tuple(STAGES))
+    parser.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--dir", type=Path, default=None,
                         help="pipeline dir the stages read and write (default: <outputs_dir>/pipeline)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.overrides:
+        parser.error(f"stages take no overrides (got {' '.join(args.overrides)}): params.yaml has one writer, DVC's "
+                     "Hydra composition of conf/: use `dvc exp run -S key=value` or edit conf/")  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg, plan = load_params(args.params)
