@@ -294,7 +294,7 @@ class SyntheticEvalConfig:
     seed: int = 1_000_003  # disjoint from every training seed (those are < 1e6)
     closed: List[str] = field(default_factory=list)  # closed-stage kinds to seed: sam_sum, corr2cause, ethics_*
     n_closed: int = 20  # rows per closed-stage file (the plugin splits them into train/valid)
-    perturbation_assets: bool = True  # seed the files `data_augmentation=canonical` downloads (§5.2)
+    perturbation_assets: bool = True  # seed the files `data_augmentation=canonical` downloads
 
 
 @dataclass

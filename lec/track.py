@@ -1,6 +1,6 @@
 """MLflow tracking: SQLite store and artifacts under outputs/, params = the flattened resolved config.
 
-Pitfalls handled (stack.md §3): the file store is deprecated, so the store is `sqlite:///<abs outputs>/mlflow.db`;
+Pitfalls handled (MLflow ≥ 3.7): the file store is deprecated, so the store is `sqlite:///<abs outputs>/mlflow.db`;
 the artifact root defaults to ./mlruns relative to the cwd, so the experiment is created with an explicit
 `outputs/mlartifacts` location; metric names may not contain `(`, `)` or `,`, so keys are sanitised.
 """

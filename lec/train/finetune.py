@@ -170,7 +170,7 @@ def training_args(cfg: LecConfig, ckpt_root: Path, steps: int, lr: float, warmup
         save_strategy="steps" if cfg.train.save_every_steps else "no",  # the budget stop saves either way
         save_steps=cfg.train.save_every_steps or 500,
         save_total_limit=None,  # AtomicCheckpoints rotates complete checkpoints itself
-        report_to="none",  # lec logs train/* itself (stack.md §3.3)
+        report_to="none",  # lec logs train/* itself
         bf16=hw.bf16,
         tf32=hw.tf32 if hw.device is Device.cuda else None,
         gradient_checkpointing=hw.gradient_checkpointing,
