@@ -5,19 +5,28 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import List, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
+from hydra.errors import HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from lec import config, sweep
 
 config.register()
 sweep.register_resolvers()  # the launcher presets' time limits (conf/hydra/launcher/)
 log = logging.getLogger("lec")
+OPTIONAL_GROUPS = ("experiment", "hparams_search")  # `optional` in conf/config.yaml: Hydra skips an unknown option
+# flags after which Hydra composes nothing, or composes something else than conf/config.yaml: lec checks nothing then
+OWN_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--info", "-i", "--shell-completion", "-sc",
+             "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun")
 
 
 @hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
@@ -48,21 +57,82 @@ def run(cfg: config.LecConfig):
     return summary
 
 
-def _compose_overrides(argv: List[str]) -> List[str]:
-    """The key=value arguments config.compose takes: Hydra's own (hydra.run.dir, hydra/launcher=…) are left out,
-    except the search path, which is where a user's own config options live."""
-    return [a for a in argv if "=" in a and not a.startswith("-")
-            and (not a.startswith("hydra") or a.startswith("hydra.searchpath="))]  # fmt: skip
-
-
-def _plan(argv: List[str]):
-    """Compose, validate and plan before Hydra runs anything; each failure is one line and exit 2."""
+def print_plan(argv: List[str]) -> None:
+    """`python -m lec … --plan`: compose, validate and print the plan of what would run; nothing runs."""
     from lec import plan
 
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     try:
-        return plan.build(config.compose(_compose_overrides(argv)))
+        print(plan.to_yaml(plan.build(config.compose(overrides))), end="")
     except config.ConfigError as err:
         _fail(f"lec: invalid config: {err}")
+    sys.exit(0)
+
+
+def check_command_line(argv: List[str]) -> None:
+    """Compose what the command line asks for before Hydra does, so that a bad value fails with one line naming
+    the key, the value and what is allowed — in a run, under `--cfg`, and before a sweep's first job (Hydra's own
+    report spans 10+ lines, or is a traceback under `--cfg`). A sweep composes each swept value once; a combination
+    that fails only lec's cross-field checks is left to the sweep (it records that job FAILED) unless every probe
+    fails them."""
+    from lec import plan
+
+    if any(a.split("=")[0] in OWN_FLAGS for a in argv):
+        return
+    overrides = [a for a in argv if ("=" in a or a.startswith("~")) and a[0] != "-"]
+    try:
+        config.check_override_keys(overrides)
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        swept = [text for text, o in zip(overrides, parsed) if o.is_sweep_override()]
+        in_config = any(o.startswith(("hparams_search=", "hydra.mode=")) for o in overrides)  # hydra.mode: MULTIRUN
+        multirun = bool({"-m", "--multirun"} & set(argv)) or in_config
+        if swept and not multirun:
+            raise config.ConfigError(f"{swept[0]}: a sweep; add -m (--multirun) to run one job per value")
+        probes = _sweep_probes(overrides, parsed)  # [overrides] when nothing is swept
+        cross_field = []
+        for probe in probes:
+            _check_optional_groups(probe)
+            try:
+                plan.build(config.compose(probe))
+            except config.CompositionError:
+                raise  # Hydra would crash the sweep at this job
+            except config.ConfigError as err:
+                cross_field.append(err)
+        if len(cross_field) == len(probes):
+            raise cross_field[0]
+    except (config.ConfigError, HydraException, OmegaConfBaseException) as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _fail(f"lec: invalid config: {config.one_line(err) if not isinstance(err, config.ConfigError) else err}")
+
+
+def _sweep_probes(overrides: List[str], parsed: List[Override]) -> List[List[str]]:
+    """Override lists that together take every value of every discrete sweep (`a=1,2`, `choice()`, `range()`):
+    the first value of each sweep, then one list per further value. Intervals and globs are the sweeper's."""
+    values = []
+    for text, o in zip(overrides, parsed):
+        if not o.is_sweep_override():
+            values.append([text])
+        elif o.is_discrete_sweep() and o.value_type is not ValueType.GLOB_CHOICE_SWEEP:
+            values.append([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()])
+    base = [v[0] for v in values if v]
+    probes = [base]
+    for i, vals in enumerate(v for v in values if v):
+        probes += [base[:i] + [other] + base[i + 1 :] for other in vals[1:]]
+    return probes
+
+
+def _check_optional_groups(overrides: List[str]) -> None:
+    """`experiment=<typo>` would compose no experiment at all (the group is optional): name the options instead.
+    With `hydra.searchpath` set, options may live elsewhere: Hydra has the last word then."""
+    if any(o.startswith("hydra.searchpath") for o in overrides):
+        return
+    for o in overrides:
+        group, _, option = o.lstrip("+").partition("=")
+        missing = not (config.CONF_DIR / group / f"{option}.yaml").exists()
+        if group in OPTIONAL_GROUPS and option not in ("", "null") and missing:
+            options = sorted(p.stem for p in (config.CONF_DIR / group).glob("*.yaml"))
+            raise MissingConfigException(f"Could not find '{group}/{option}'", f"{group}/{option}", options)
 
 
 def _fail(message: str) -> None:
@@ -71,18 +141,7 @@ def _fail(message: str) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    try:
-        config.check_override_keys(args)
-    except config.ConfigError as err:
-        _fail(f"lec: invalid override: {err}")
-    if "--plan" in args:  # print what would run, run nothing
-        from lec.plan import to_yaml
-
-        print(to_yaml(_plan(args)), end="")
-        sys.exit(0)
-    shown = any(a in ("--cfg", "-c") for a in args)
-    multirun = any(a in ("-m", "--multirun") for a in args)  # sweep values (a,b) do not compose as one config
-    if shown or (not multirun and any(a.startswith("hydra.searchpath=") for a in args)):
-        _plan(args)  # --cfg job only prints; a user's own config dir is not covered by lec's tests
+    if "--plan" in sys.argv[1:]:
+        print_plan(sys.argv[1:])
+    check_command_line(sys.argv[1:])
     main()

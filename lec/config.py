@@ -40,6 +40,11 @@ class ConfigError(ValueError):
     """A composed config that is well-typed but cannot run; the message says which knob to turn."""
 
 
+class CompositionError(ConfigError):
+    """Hydra could not compose the overrides at all (no such option, a value of the wrong type): a sweep holding
+    one would crash at that job, so it is refused before the first job starts."""
+
+
 def num(default: Any, lo: Optional[float] = None, hi: Optional[float] = None, *, lo_open: bool = False,
         hi_open: bool = False) -> Any:
     """A numeric field with its allowed range: `num(16, 1)` is ≥ 1, `num(0.05, 0, 1, hi_open=True)` is in [0, 1)."""
@@ -754,7 +759,7 @@ def compose_raw(overrides: Optional[List[str]] = None, config_dir: Optional[Path
         try:
             return hydra_compose(config_name="config", overrides=list(overrides or []))
         except HydraException as err:
-            raise ConfigError(one_line(err)) from None
+            raise CompositionError(one_line(err)) from None
 
 
 def one_line(err: BaseException) -> str:
@@ -764,8 +769,9 @@ def one_line(err: BaseException) -> str:
     from hydra.errors import MissingConfigException
     from omegaconf.errors import ConfigKeyError
 
-    if isinstance(err, MissingConfigException) and err.options is not None:
-        return f"no config option '{err.missing_cfg_file}' on the search path; available: {', '.join(err.options)}"
+    if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        return f"{group}={option}: no such option; available: {', '.join(err.options)}"
     where = re.match(r"In '([^']+)'", str(err))
     prefix = f"{where.group(1)}: " if where else ""
     chain, seen = [], set()

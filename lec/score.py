@@ -1,4 +1,5 @@
-"""The challenge scorer, exact (helm_challenge.md §4.1), plus HELM's own mean win rate as a second mode (§4.2).
+"""The challenge scorer, exact, plus HELM's own mean win rate as a second mode (stanford-crfm/helm v0.5.16
+src/helm/presentation/summarize.py compute_aggregate_row_win_rates).
 
 Challenge rules (organisers' rank_submissions.py / combin_ranks.py):
 - per metric, an entry's win rate = (#entries it strictly beats + 1/c for its tie group of size c) ÷ n, where n

@@ -1,6 +1,6 @@
 """Sweeps: `python -m lec -m adapter.r=4,8 adapter.lr=1e-4,3e-4` → one MLflow parent run per sweep, one child per job.
 
-How the pieces meet (stack.md §1.5, §1.7):
+How the pieces meet (Hydra 1.3 hydra/experimental/callback.py; hydra.cc/docs/1.3/experimental/callbacks):
 - `SweepCallback` is registered under `hydra.callbacks` (conf/config.yaml). `on_multirun_start` runs in the launching
   process before any job: it creates the parent run with MlflowClient (never the active fluent run there) and writes
   `<sweep dir>/mlflow_parent.json`. Every job finds its parent through that file, so it works the same for the basic
@@ -139,7 +139,8 @@ def job(dcfg: DictConfig, run: Callable[[LecConfig], Any]) -> Optional[float]:
         client.log_metric(summary.run_id, "sweep/objective", value)
         return value
     except Exception as err:  # noqa: BLE001 - the sweep goes on; the error is in MLflow and the job log
-        log.error("job %s failed: %s: %s", info.num if info else "?", type(err).__name__, err, exc_info=True)
+        log.error("job %s failed: %s: %s", info.num if info else "?", type(err).__name__, err,
+                  exc_info=not isinstance(err, lec_config.ConfigError))  # a bad config: its one line says it all
         if info is not None and info.parent is not None:
             record_failure(info, err, start_ms)
         return None

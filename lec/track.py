@@ -8,7 +8,7 @@
 Sweep helpers that read runs back (the parent file, the objective, the latest child per overrides) live here too, so
 `sweep` and `compare` both import tracking and not each other.
 
-Pitfalls handled (stack.md §3): the file store is deprecated, so the store is `sqlite:///<abs outputs>/mlflow.db`;
+Pitfalls handled (MLflow ≥ 3.7): the file store is deprecated, so the store is `sqlite:///<abs outputs>/mlflow.db`;
 the artifact root defaults to ./mlruns relative to the cwd, so the experiment is created with an explicit
 `outputs/mlartifacts` location; metric names may not contain `(`, `)` or `,`, so keys are sanitised.
 """

@@ -4,7 +4,7 @@
 #   CPU machine: torch==$LEC_TORCH_VERSION (default 2.13.0, CPU build; where pip has a local wheel of it via
 #     find-links it is taken from disk), the stack pinned to that torch, then torchvision removed: crfm-helm
 #     requires it, pip picks a build that fails to import beside a CPU torch, and a broken torchvision breaks
-#     `import peft` (../shared/research/stack_install.md). Nothing in lec needs torchvision.
+#     `import peft` ("operator torchvision::nms does not exist"). Nothing in lec needs torchvision.
 # Idempotent: a stamp keyed on pyproject.toml + this script skips work that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +34,8 @@ else
   "$VENV/bin/python" -m pip uninstall -y -q torchvision || true
 fi
 
-# Hydra's Optuna sweeper (hparams_search=…, lec/sweep.py): its last release 1.3.0 still pins optuna<3 (stack.md §1.5),
+# Hydra's Optuna sweeper (hparams_search=…, lec/sweep.py): its last release 1.3.0 still pins optuna<3
+# (facebookresearch/hydra 1.3_branch plugins/hydra_optuna_sweeper/setup.py),
 # but runs on the optuna>=4 pyproject asks for (tests/test_sweep.py runs a search), so it goes in without its pins.
 pip --no-deps 'hydra-optuna-sweeper==1.3.0'
 

@@ -13,7 +13,8 @@ ALPACA_HEADER_INPUT = (
     "Write a response that appropriately completes the request."
 )
 GUANACO_ASSISTANT = "### Assistant:"
-# LLaMA-Factory's `default` template, which Percent-BFD (A100 #1) trained with (winners_data.md §3.2)
+# LLaMA-Factory's `default` template, which Percent-BFD (A100 #1) trained with (final_contenders @ 2a5c98b5,
+# A100/Percent-BFD/…/train_qwen.sh --template default; LLaMA-Effcient-Tuning src/llmtuner/extras/template.py)
 LLAMA_FACTORY_SYSTEM = (
     "A chat between a curious user and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the user's questions."

@@ -1,7 +1,8 @@
 """Drive the real crfm-helm CLI: write prod_env, the run-entry conf, then `helm-run` and `helm-summarize`.
 
-prod_env pitfall (helm_challenge.md §2.1): since crfm-helm 0.5.5 a deployment without an explicit `base_url` gets
-`base_url=None`, so lec always writes `args.base_url` for both the client and the tokenizer.
+prod_env pitfall (stanford-crfm/helm v0.5.16 src/helm/clients/auto_client.py): since crfm-helm 0.5.5 a deployment
+without an explicit `base_url` gets `base_url=None`, so lec always writes `args.base_url` for both the client and
+the tokenizer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Seed the smoke suite's scenario files where HELM's real scenario classes read them (helm_challenge.md §5.2).
+"""Seed the smoke suite's scenario files where HELM's real scenario classes read them (stanford-crfm/helm
+v0.5.16 src/helm/benchmark/scenarios/*_scenario.py).
 
 HELM's `ensure_file_downloaded` skips any path that exists, so these files are what `helm-run` evaluates on. Three
 scenario kinds are covered: multiple-choice-joint (mmlu, corr2cause, ethics_*), exact-match generation (gsm) and
@@ -141,7 +142,7 @@ def write_closed(helm_output: Path, kind: str, n: int, rng: random.Random) -> Pa
     return path
 
 
-# --- assets that data_augmentation=canonical downloads (helm_challenge.md §5.2) -------------------------------------
+# --- assets that data_augmentation=canonical downloads (HELM v0.5.16 benchmark/augmentations/) ---------------------
 
 # A small Standard-American-English → African-American-English word map in HELM's format (Dict[str, List[str]]).
 # The published map (Ziems et al. 2022) is larger: with network access, delete this file and HELM fetches it.

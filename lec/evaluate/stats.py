@@ -1,8 +1,9 @@
 """Parse HELM's per-run `stats.json` into scenario metrics, aggregated the way helm-summarize does.
 
 A run's stats.json holds trial means; a scenario value such as "MMLU - EM" is the unweighted mean over that
-scenario's runs (subjects, tasks × shots) — helm_challenge.md §2.3. lec does not parse `groups/*.json`: its schema
-differs between HELM versions (§2.3 [0.5.x diff]).
+scenario's runs (subjects, tasks × shots) — stanford-crfm/helm v0.5.16 src/helm/presentation/summarize.py
+(create_cell). lec does not parse `groups/*.json`: its schema differs between HELM versions (0.5.x names BIG-bench
+groups big_bench_<task>, the challenge's fork BIG-bench).
 """
 
 from __future__ import annotations

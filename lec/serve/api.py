@@ -2,7 +2,8 @@
 
 The challenge's sample servers declared `num_samples`, `top_k`, `temperature`, `seed`, `echo_prompt`; HELM's
 HTTPModelClient sends `num_return_sequences`, `top_p`, `top_k_per_token` and `stop_sequences` too, which the samples
-silently dropped (../shared/research/helm_challenge.md §1.2). lec accepts both and applies every one of them.
+silently dropped (neurips_llm_efficiency_challenge @ b4abc4a sample-submissions/lit-gpt/api.py; stanford-crfm/helm
+v0.5.16 src/helm/clients/http_model_client.py). lec accepts both and applies every one of them.
 """
 
 from __future__ import annotations

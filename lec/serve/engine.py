@@ -1,7 +1,9 @@
 """Text generation with the numbers HELM reads: per-token logprobs, top-k alternatives, stop sequences, echo —
 for a continuously batched set of requests (a single request is a batch of one, so there is one code path).
 
-Rules (../shared/research/helm_challenge.md §1.3–§1.4, where the challenge's sample servers went wrong):
+Rules (where the challenge's sample servers went wrong: llm-efficiency-challenge/neurips_llm_efficiency_challenge
+@ b4abc4a sample-submissions/; what HELM sends: stanford-crfm/helm v0.5.16 src/helm/clients/http_model_client.py,
+benchmark/adaptation/adapters/multiple_choice_joint_adapter.py):
 - temperature ≤ 1e-6 is greedy (HELM maps temperature 0 to 1e-7);
 - logprobs come from the untempered log-softmax, aligned to the next token (logits at t score token t+1);
 - stop sequences are applied here: HELM's HTTP client does not truncate, so "B\\n\\nQuestion…" would score 0;

@@ -167,7 +167,7 @@ def training_args(train: TrainPlan, ckpt_root: Path, steps: int) -> TrainingArgu
         save_strategy="steps" if train.save_every_steps else "no",  # the budget stop saves either way
         save_steps=train.save_every_steps or 500,
         save_total_limit=None,  # AtomicCheckpoints rotates complete checkpoints itself
-        report_to="none",  # lec logs train/* itself (stack.md §3.3)
+        report_to="none",  # lec logs train/* itself
         bf16=train.bf16,
         tf32=train.tf32 if train.device is Device.cuda else None,
         gradient_checkpointing=train.gradient_checkpointing,
