@@ -764,34 +764,31 @@ def compose_raw(overrides: Optional[List[str]] = None, config_dir: Optional[Path
 
 def one_line(err: BaseException) -> str:
     """Hydra/OmegaConf errors as one line: where it came from, the key, the value and what is allowed (Hydra's own
-    message spans several lines; the reason sits in the cause chain: "Error merging override adapter.scheduler=bogus"
-    ← "Invalid value 'bogus', expected one of [linear, …]")."""
-    from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigKeyError
+    message spans lines: search path, object types, a note about HYDRA_FULL_ERROR)."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    def first(text: str) -> str:
+        return text.strip().splitlines()[0] if text.strip() else text
 
     if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
         group, _, option = err.missing_cfg_file.rpartition("/")
         return f"{group}={option}: no such option; available: {', '.join(err.options)}"
+    if isinstance(err, OverrideParseException):
+        return f"{err.override}: " + "; ".join(line.strip() for line in err.message.splitlines() if line.strip())
     where = re.match(r"In '([^']+)'", str(err))
     prefix = f"{where.group(1)}: " if where else ""
-    chain, seen = [], set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        chain.append(err)
-        err = err.__cause__ or err.__context__
-    for e in chain:
-        if isinstance(e, ConfigKeyError) and dataclasses.is_dataclass(e.object_type):
-            valid = ", ".join(typing.get_type_hints(e.object_type))
-            return f"{prefix}unknown key '{e.full_key}': {e.object_type.__name__} has no '{e.key}'; valid keys: {valid}"
-    parts = []
-    for e in chain:
-        lines = (getattr(e, "msg", None) or str(e)).strip().splitlines()
-        lines = [ln.strip() for ln in lines if ln.strip() and not ln.startswith(("full_key", "    ", "Config search"))]
-        lines = [ln for ln in lines if not ln.startswith(("provider=", "reference_type", "object_type"))]
-        text = " ".join(lines)
-        if text and text != "None" and "$VALUE" not in text and text not in parts:
-            parts.append(text.rstrip("."))
-    return ": ".join(parts)
+    cause = err
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ConfigKeyError) and dataclasses.is_dataclass(cause.object_type):
+        valid = ", ".join(typing.get_type_hints(cause.object_type))
+        return f"{prefix}unknown key '{cause.full_key}': {cause.object_type.__name__} has no '{cause.key}'; valid keys: {valid}"
+    if cause is not None:
+        text = first(str(err))
+        key = text.split("override ", 1)[1] if "Error merging override " in text else getattr(cause, "full_key", "")
+        return f"{prefix}{key}: {first(str(cause))}" if key else prefix + first(str(cause))
+    return "; ".join(line.strip() for line in str(err).split("Config search path")[0].splitlines() if line.strip())
 
 
 def tracking_uri(cfg: LecConfig) -> str:

@@ -242,11 +242,12 @@ def knobs(train: TrainPlan, model: ModelConfig, base_dir: Optional[Path] = None)
             out.append((f"hardware.pack_len={n}", r(train, pack_len=n)))
         elif n >= 256 and not train.pack_len:
             out.append((f"hardware.max_seq_len={n}", r(train, seq_len=n)))
-    if train.method is not AdapterKind.qlora and train.device is Device.cuda and train.lora is not None:
-        q = r(train, method=AdapterKind.qlora, quantization=QuantConfig(), optim=Optimizer.paged_adamw_32bit)
+    lora = train.lora or LoraPlan(16, 32, 0.05, "none", ("all-linear",))  # conf/adapter/lora.yaml's r, alpha
+    if train.method is not AdapterKind.qlora and train.device is Device.cuda:
+        q = r(train, method=AdapterKind.qlora, lora=lora, quantization=QuantConfig(), optim=Optimizer.paged_adamw_32bit)
         out.append(("adapter=qlora", q))
     if train.lora is None:
-        out.append(("adapter=lora", r(train, method=AdapterKind.lora, lora=LoraPlan(16, 32, 0.05, "none", ("all-linear",)))))
+        out.append(("adapter=lora", r(train, method=AdapterKind.lora, lora=lora)))
     if "8bit" not in train.optim.value and not train.optim.value.startswith("paged_") and train.device is Device.cuda:
         out.append(("adapter.optim=paged_adamw_8bit", r(train, optim=Optimizer.paged_adamw_8bit)))
     return [(k, (e := estimate(c, model, base_dir)).resident / GiB, e.fits) for k, c in out]

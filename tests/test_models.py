@@ -30,8 +30,8 @@ def test_local_directory_loads_like_a_hub_model(tiny_dir):
 
 
 def test_materialize_is_keyed_by_config(tmp_path):
-    a = materialize_base(ModelConfig(name="t", tiny=TinyModelConfig(hidden_size=32, intermediate_size=64)), tmp_path)
-    b = materialize_base(ModelConfig(name="t", tiny=TinyModelConfig(hidden_size=64, intermediate_size=64)), tmp_path)
+    a = materialize_base(ModelConfig(name="t", native_context=2048, tiny=TinyModelConfig(hidden_size=32, intermediate_size=64)), tmp_path)
+    b = materialize_base(ModelConfig(name="t", native_context=2048, tiny=TinyModelConfig(hidden_size=64, intermediate_size=64)), tmp_path)
     assert a != b and (a / "config.json").exists() and (b / "tokenizer.json").exists()
     assert materialize_base(ModelConfig(name="hub", hf_id="x/y"), tmp_path) is None
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lec import config, preflight
+from lec import plan, config, preflight
 from lec.config import ConfigError, ModelConfig
 from lec.models import ModelLoadError, build_tiny_tokenizer, model_facts, resolve_targets
 
@@ -52,8 +52,8 @@ def family(request, tokenizer, tmp_path_factory):
     return name, out, transformers.AutoModelForCausalLM.from_pretrained(out)
 
 
-def _compose(d: Path, *more: str) -> config.LecConfig:
-    return config.compose(["model=hf", f"model.local_path={d}", "model.torch_dtype=float32", *more])
+def _compose(d: Path, *more: str) -> plan.Plan:
+    return plan.build(config.compose(["model=hf", f"model.local_path={d}", "model.torch_dtype=float32", *more]))
 
 
 def test_facts_come_from_config_json_and_count_like_the_real_model_and_peft(family):
@@ -78,8 +78,8 @@ def test_facts_come_from_config_json_and_count_like_the_real_model_and_peft(fami
 def test_composed_run_preflights_from_the_directory(family, capsys):
     name, d, model = family
     more = ["adapter.target_modules=[q_proj,v_proj]", "hardware.max_seq_len=256"]
-    cfg = _compose(d, *more)
-    est = preflight.estimate(cfg)
+    p = _compose(d, *more)
+    est = preflight.estimate(p.train, p.model)
     assert est.params == sum(p.numel() for p in model.parameters()) and est.trainable > 0 and est.fits
     assert preflight.main(["model=hf", f"model.local_path={d}", *more]) == 0  # the CLI, in-process
     assert "memory pre-flight:" in capsys.readouterr().out
@@ -96,21 +96,23 @@ def test_a_few_lora_steps_train_and_the_server_answers(family, tmp_path):
 
     name, d, _ = family
     rows = [{"instruction": f"Add {i} and {i + 1}.", "input": "", "output": str(2 * i + 1)} for i in range(8)]
-    data = tmp_path / "train.jsonl"
+    layout = plan.RunLayout.of(str(tmp_path / "outputs"), tmp_path / "run")
+    layout.data.mkdir(parents=True)
+    data = layout.data / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     template = "chat" if FAMILIES[name][2] else "alpaca"  # the family's own chat template where it ships one
-    cfg = _compose(d, "train.max_steps=3", "hardware.max_seq_len=128", "hardware.micro_batch_size=2", "adapter.lr=1e-3",
+    p = _compose(d, "train.max_steps=3", "hardware.max_seq_len=128", "hardware.micro_batch_size=2", "adapter.lr=1e-3",
                    f"adapter.target_modules=[{','.join(ALL)}]", f"data.template={template}",
                    *(["hardware.attn_implementation=eager"] if name == "gemma2" else []))  # fmt: skip
-    result = finetune(cfg, data, None, tmp_path / "adapter")
-    facts = model_facts(cfg.model)
+    result = finetune(p.train, p.model, layout, None)
+    facts = model_facts(p.model)
     assert result.steps == 3 and math.isfinite(result.train_loss)
-    assert result.trainable_params == preflight.lora_params(facts.shape, list(ALL), cfg.adapter.r)
+    assert result.trainable_params == preflight.lora_params(facts.shape, list(ALL), p.train.lora.r)
     weights = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
     lora_b = [w for k, w in weights.items() if "lora_B" in k]
     assert len(lora_b) == 2 * len(ALL) and all(w.abs().sum() > 0 for w in lora_b)  # B starts at zero: it trained
 
-    client = TestClient(create_app(load_engine(cfg, adapter=str(result.adapter_dir))))
+    client = TestClient(create_app(load_engine(p.serve, p.model, adapter=str(result.adapter_dir))))
     r = client.post("/process", json={"prompt": "Add 3 and 4.", "max_new_tokens": 4, "temperature": 0})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -180,13 +182,13 @@ SHIPPED = {  # option → gated on the hub
 @pytest.mark.parametrize("option,gated", SHIPPED.items())
 def test_shipped_options_cite_their_card_and_carry_no_hand_written_numbers(option, gated):
     text = (config.CONF_DIR / "model" / f"{option}.yaml").read_text()
-    cfg = config.compose([f"model={option}", "hardware=a100_40gb"])
-    m = cfg.model
+    p = plan.build(config.compose([f"model={option}", "hardware=a100_40gb"]))
+    m = p.model
     assert m.name == option and m.hf_id and m.license and m.gated is gated and m.native_context >= 8192
     assert f"https://huggingface.co/{m.hf_id}" in text and text.startswith("# ") and "python -m lec" in text
     assert m.shape is None and not any(k in text for k in ("\nshape:", "lora_target_modules", "max_seq_len"))
     with pytest.raises(ConfigError, match=r"model\.local_path"):  # offline, nothing cached: says what to set
-        preflight.estimate(cfg)
+        preflight.estimate(p.train, p.model)
 
 
 def test_hf_option_needs_an_id_or_a_path():

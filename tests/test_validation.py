@@ -53,10 +53,12 @@ BAD = [
     (["model=mistral7b", "model.hf_id=null"], "model=mistral7b needs model.hf_id (a hub id) or model.local_path"),
     (["model.hf_id=org/x"], "model.hf_id does not apply"),
     (["model.trust_remote_code=true"], "model.trust_remote_code does not apply"),
+    (["model.native_context=null"], "model=tiny is built in-process: set model.native_context"),
     (["model.tiny.num_attention_heads=3"], "hidden_size must be a multiple of num_attention_heads"),
     (["model=mistral7b", "model.trust_remote_code=true"], "pin model.revision to a 40-hex commit (got None)"),
     (["model=mistral7b", "model.trust_remote_code=true", "model.revision=main"], "(got 'main')"),
     (["model=mistral7b", "model.local_path=/nonexistent/m"], "model.local_path=/nonexistent/m: no such directory"),
+    (["model=hf", "model.local_path=/"], "model 'hf': no config.json in /"),
     (["hardware.max_seq_len=4096"], "hardware.max_seq_len=4096 exceeds model=tiny's context"),
     (["serve.max_seq_len=4096"], "serve.max_seq_len=4096 exceeds model=tiny's context"),
     # adapter
@@ -92,7 +94,7 @@ BAD = [
     (["eval.entries=[]", "eval.confs=[]"], "has no run entries"),
     (["eval.confs=[nope]"], "eval=smoke"),
     # composition
-    (["model=mistral8b"], "no config option 'model/mistral8b' on the search path; available: "),
+    (["model=mistral8b"], "model=mistral8b: no such option; available: gemma2_9b, hf, llama2_7b"),
     (["adapter.r=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
 ]
 
@@ -123,7 +125,7 @@ def test_every_rule_of_validate_has_a_case_above():
     rules = {}
     for mod in (config, plan):
         for i, line in enumerate(open(mod.__file__).read().splitlines(), 1):
-            if "raise ConfigError(" in line and not _inside(mod.__file__, i, WRAPPERS):
+            if "raise ConfigError(" in line and "# tested:" not in line and not _inside(mod.__file__, i, WRAPPERS):
                 rules[(mod.__file__, i)] = line.strip()
     for overrides, _ in BAD:
         if tuple(overrides) not in _RAISED:  # this test run alone
@@ -191,6 +193,15 @@ def test_a_stray_key_in_params_yaml_is_refused(tmp_path):
     dcfg_dict["adapter"]["r"] = "abc"
     with pytest.raises(config.ConfigError, match="adapter.r"):
         config.load(OmegaConf.create(dcfg_dict))
+
+
+def test_context_from_a_local_config_json(tiny_dir):
+    """model=hf with a local directory: its config.json's context bounds both lengths (the rule marked `# tested:
+    local model` in lec/plan.py)."""
+    with pytest.raises(config.ConfigError, match="hardware.max_seq_len=4096 exceeds model=hf's context 2048"):
+        plan.build(config.compose(["model=hf", f"model.local_path={tiny_dir}", "hardware.max_seq_len=4096"]))
+    p = plan.build(config.compose(["model=hf", f"model.local_path={tiny_dir}"]))
+    assert p.train.lora.targets == plan.BLOCK_LINEARS["llama"]  # all-linear from the meta-device model
 
 
 def test_existing_local_files_pass(tmp_path):
