@@ -10,7 +10,8 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from lec import compare, sweep
+from lec import compare, track
+from lec.config import SweepConfig
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -28,7 +29,10 @@ def store(tmp_path):
         ovr = f"adapter.r={r},data={data},train.max_steps=20"
         run = client.create_run(exp, run_name=ovr, tags={"mlflow.parentRunId": parent, "lec.sweep.job": str(i),
                                                          "lec.sweep.overrides": ovr}).info.run_id  # fmt: skip
-        for k, v in {"adapter.r": r, "choice.data": data, "train.max_steps": "20", "outputs_dir": "/tmp/x"}.items():
+        # a job's params are its plan (track.log_plan): adapter.r=… is logged as train.lora.r, data=… as choice.data
+        # (and the mixture's own data.* fields)
+        for k, v in {"train.lora.r": r, "choice.data": data, "data.name": data, "train.max_steps": "20",
+                     "outputs_dir": "/tmp/x"}.items():  # fmt: skip
             client.log_param(run, k, v)
         if score is None:
             client.set_tag(run, "lec.error", "DataError: could not load 'GAIR/lima'")
@@ -52,7 +56,10 @@ def test_sweep_plots_html_and_parent_artifacts(store):
     page = (out / "index.html").read_text()
     assert page.count("<tr") == 5 and page.count('class="failed"') == 1 and "GAIR/lima" in page
     rows = json.loads((out / "runs.json").read_text())
-    assert set(rows[0]["params"]) == {"adapter.r", "choice.data"}  # train.max_steps is the same everywhere
+    swept = rows[0]["params"]
+    assert len(swept) == 2 and "choice.data" in swept  # adapter.r and data were swept; train.max_steps is fixed
+    (rank,) = [k for k in swept if k != "choice.data"]
+    assert [row["params"][rank] for row in rows] == ["4", "8", "16", "8"]  # each job's LoRA rank, as it ran
     logged = {a.path for a in client.list_artifacts(parent, "compare")}
     assert {"compare/objective.png", "compare/scenarios.png", "compare/loss.png", "compare/index.html"} <= logged
 
@@ -62,8 +69,8 @@ def test_swept_keys_without_sweep_tags_prefer_group_choices(store):
     runs = compare.latest_children(client, client.get_run(parent).info.experiment_id, parent)
     for r in runs:
         r.data.tags.pop("lec.sweep.overrides")  # as runs from separate `python -m lec` calls look
-    assert compare.swept_keys(runs) == ["adapter.r", "choice.data"]
-    assert compare.label(runs[0], ["adapter.r", "choice.data"]) == "r=4 data=synthetic"
+    assert compare.swept_keys(runs) == ["choice.data", "train.lora.r"]  # not data.name: the group choice says it
+    assert compare.label(runs[0], ["choice.data", "train.lora.r"]) == "data=synthetic r=4"
 
 
 def test_latest_attempt_per_job_wins(store):
@@ -77,7 +84,7 @@ def test_latest_attempt_per_job_wins(store):
     client.set_terminated(retry, "FINISHED")
     runs = compare.latest_children(client, exp, parent)
     assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
-    assert max(sweep.objective_of(r.data.metrics, sweep.SweepConfig()) for r in runs) == 0.7
+    assert max(track.objective_of(r.data.metrics, SweepConfig()) for r in runs) == 0.7
 
 
 def test_cli_on_a_list_of_runs_and_its_errors(store, tmp_path):

@@ -31,15 +31,17 @@ def default_run(tmp_path_factory):
     return tmp, out, client, run
 
 
-def test_run_finishes_and_logs_config(default_run):
+def test_run_finishes_and_logs_its_plan(default_run):
     tmp, _, client, run = default_run
     assert run.info.status == "FINISHED" and run.info.run_name == "default"
-    p = run.data.params
-    assert p["hardware.name"] == "cpu" and p["model.name"] == "tiny" and p["adapter.kind"] == "lora"
-    assert p["choice.eval"] == "smoke" and p["adapter.r"] == "16"
+    p = run.data.params  # the plan: what ran, not what was typed
+    assert p["train.hardware"] == "cpu" and p["model.name"] == "tiny" and p["train.method"] == "lora"
+    assert p["choice.eval"] == "smoke" and p["train.lora.r"] == "16"
+    assert p["train.lr"] == "0.003"  # the tiny model's tuned rate (conf/recipe/tiny_lora.yaml), not adapter=lora's
+    assert int(p["train.steps"]) > 0  # epochs → optimizer steps, known after curation
     assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(tmp / "mlartifacts")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"config", "adapter", "helm", "curation"} <= artifacts
+    assert {"plan", "config", "adapter", "helm", "curation"} <= artifacts
     adapter = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
     assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= adapter
 
@@ -95,10 +97,17 @@ def test_helm_really_talked_to_the_lec_server(default_run):
     assert "base_url: http://127.0.0.1:" in prod_env
 
 
-def test_bad_data_fails_early_and_marks_the_run_failed(tmp_path):
+def test_a_missing_data_file_is_refused_before_any_run(tmp_path):
     out = _lec(tmp_path, "data=lima", f"data.sources.0.local_path={tmp_path}/missing.jsonl", timeout=300)
+    assert out.returncode == 2
+    assert f"data.sources.0.local_path={tmp_path}/missing.jsonl: no such file" in out.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # refused by validation: nothing ran, nothing was logged
+
+
+def test_data_that_cannot_load_marks_the_run_failed(tmp_path):
+    out = _lec(tmp_path, "data=lima", timeout=300)  # no local copy and the hub is offline (conftest)
     assert out.returncode != 0
-    assert "missing.jsonl does not exist" in out.stderr
+    assert "GAIR/lima" in out.stderr
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("lec").experiment_id])
-    assert run.info.status == "FAILED" and "does not exist" in run.data.tags["lec.error"]
+    assert run.info.status == "FAILED" and "GAIR/lima" in run.data.tags["lec.error"]

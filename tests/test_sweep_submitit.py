@@ -91,7 +91,7 @@ def test_mlflow_server_shows_parent_children_params_metrics_and_plots(server):
     for child in children:
         params = {p["key"]: p["value"] for p in child["data"]["params"]}
         metrics = {m["key"]: m["value"] for m in child["data"]["metrics"]}
-        assert params["adapter.r"] in ("4", "8") and "challenge/score_open" in metrics
+        assert params["train.lora.r"] in ("4", "8") and "challenge/score_open" in metrics  # adapter.r, in the plan
         hist = _api(server, "metrics/get-history", run_id=child["info"]["run_id"], metric_key="train/loss")
         assert len(hist["metrics"]) == 20  # one point per step: the UI's loss chart
     pmetrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
