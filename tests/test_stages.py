@@ -47,3 +47,24 @@ def test_dvc_yaml_stages_match_the_stage_functions():
         assert dvc[name]["metrics"] == [f"outputs/pipeline/{m}" for m in stage.metrics], name
     assert "eval" not in dvc["finetune"]["params"] and not any(p.startswith("eval") for p in dvc["finetune"]["params"])
 
+
+
+@pytest.mark.parametrize("key,value,named", [
+    ("adapter.r", 0, "adapter.r=0 is out of range: must be ≥ 1"),
+    ("adapter.scheduler", "bogus", "Invalid value 'bogus'"),
+    ("serve.port", 99999, "serve.port=99999 is out of range"),
+])  # fmt: skip
+def test_a_bad_params_yaml_fails_the_stage_in_one_line_before_any_work(tmp_path, key, value, named):
+    """DVC stage mode: params.yaml is validated and planned like `python -m lec`; nothing is written."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.to_container(config.compose_raw([]), resolve=True, enum_to_str=True)
+    group, leaf = key.split(".")
+    params[group][leaf] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    out = subprocess.run([sys.executable, "-m", "lec.stages", "curate", "--params", str(path), "--dir",
+                          str(tmp_path / "pipe")], cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and named in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "pipe").exists() and not (tmp_path / "outputs").exists()
