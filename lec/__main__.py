@@ -100,6 +100,8 @@ def check_command_line(argv: List[str]) -> None:
                 cross_field.append(err)
         if len(cross_field) == len(probes):
             raise cross_field[0]
+        if not multirun and not any(a in ("--cfg", "-c") for a in argv):  # a run on this machine: can it run here?
+            plan.require_machine(plan.build(config.compose(overrides)).train)
     except (config.ConfigError, HydraException, OmegaConfBaseException) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -277,6 +277,9 @@ def require_machine(train: TrainPlan) -> None:
     """At the start of a run or stage, before data or weights load: a CUDA preset on a machine without CUDA, or a
     bitsandbytes recipe without bitsandbytes, fails here, saying so."""
     if train.device is Device.cuda:
+        if not _nvidia_device_files():  # no driver, no device: no need to import torch (2 s) to know
+            raise ConfigError(f"hardware={train.hardware} needs a CUDA GPU, and this machine has none (no NVIDIA "
+                              "driver or device): use hardware=cpu")  # fmt: skip
         import torch
 
         if not torch.cuda.is_available():
@@ -289,6 +292,14 @@ def require_machine(train: TrainPlan) -> None:
         if importlib.util.find_spec("bitsandbytes") is None:
             raise ConfigError(f"adapter={train.method.value} with optim={train.optim.value} needs bitsandbytes: "
                               "install lec with its gpu extra (pip install -e '.[gpu]'; scripts/setup.sh does on CUDA)")  # fmt: skip
+
+
+def _nvidia_device_files() -> bool:
+    import glob
+    import os
+
+    return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.isdir("/proc/driver/nvidia/gpus")
+                or os.environ.get("CUDA_VISIBLE_DEVICES") not in (None, "", "-1") and glob.glob("/dev/nvidia*"))
 
 
 def as_dict(obj: Any) -> Any:
