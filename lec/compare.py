@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from lec.config import Direction, SweepConfig
 
-NOT_SWEPT = ("run_name", "outputs_dir", "mlflow.", "sweep.")  # params that say where a run went, not what it is
+NOT_SWEPT = ("run_name", "outputs_dir", "tracking_uri", "experiment", "mlflow.", "sweep.")  # params that say where a run went, not what it is
 MAX_BARS = 12  # runs shown in the scenario plot (the best ones)
 _SPLIT = re.compile(r",(?=[\w./+~-]+=)")  # override_dirname "a=1,b=[x,y]" → ["a=1", "b=[x,y]"]
 
@@ -48,26 +48,38 @@ def _pyplot():
 def label(run, keys: Sequence[str] = ()) -> str:
     """A run's name in legends: its values of the swept keys (`r=8 data=lima`), else its overrides / name."""
     if keys:
-        return " ".join(f"{k.removeprefix('choice.').split('.')[-1]}={run.data.params.get(k, '?')}" for k in keys)
+        return " ".join(f"{k.removeprefix('choice.').split('.')[-1]}={value(run, k) or '?'}" for k in keys)
     return run.data.tags.get("lec.sweep.overrides") or run.info.run_name or run.info.run_id[:8]
+
+
+def _overrides(run) -> Dict[str, str]:
+    """A sweep job's overrides as {key: value} (a group choice `data=x` → `choice.data`): what was swept, as typed."""
+    out = {}
+    for part in _SPLIT.split(run.data.tags.get("lec.sweep.overrides", "")):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            k = k.lstrip("+~")
+            out[k if "." in k else f"choice.{k}"] = v
+    return out
+
+
+def value(run, key: str) -> Optional[str]:
+    """A run's value of a swept key: its override when it was swept (`adapter.r=8`), else the logged param (the plan's
+    `train.lora.r`, `choice.data`)."""
+    return _overrides(run).get(key, run.data.params.get(key))
 
 
 def swept_keys(runs: Sequence[Any]) -> List[str]:
     """The hyperparameters that differ between the runs, as param names (a group choice `data=x` → `choice.data`)."""
     keys: List[str] = []
     for r in runs:
-        for part in _SPLIT.split(r.data.tags.get("lec.sweep.overrides", "")):
-            if "=" in part:
-                k = part.split("=", 1)[0].lstrip("+~")
-                k = k if "." in k else f"choice.{k}"
-                if k not in keys and not k.startswith(NOT_SWEPT):
-                    keys.append(k)
+        keys += [k for k in _overrides(r) if k not in keys and not k.startswith(NOT_SWEPT)]
     if not keys:  # runs that are not from one sweep: every param whose value differs, groups before their fields
         params = [r.data.params for r in runs]
         differ = sorted(k for k in set().union(*params) if len({p.get(k) for p in params}) > 1)
         groups = {k.split(".", 1)[1] for k in differ if k.startswith("choice.")}
         keys = [k for k in differ if not k.startswith(NOT_SWEPT) and k.split(".", 1)[0] not in groups]
-    return [k for k in keys if len({r.data.params.get(k) for r in runs}) > 1 or len(runs) == 1][:8]
+    return [k for k in keys if len({value(r, k) for r in runs}) > 1 or len(runs) == 1][:8]
 
 
 def _numbers(values: Sequence[Optional[str]]) -> Optional[List[float]]:
@@ -90,7 +102,7 @@ def plot_objective(runs: Sequence[Any], keys: List[str], objective: SweepConfig,
     best = max(ok, key=lambda i: sign * ys[i]) if ok else None
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False, sharey=True)
     for ax, key in zip(axes[0], keys):
-        raw = [r.data.params.get(key) for r in runs]
+        raw = [value(r, key) for r in runs]
         nums = _numbers(raw)
         if nums is not None:
             xs = nums
@@ -195,7 +207,7 @@ def write_html(out: Path, title: str, runs: Sequence[Any], keys: List[str], obje
     for r in runs:
         obj = objective_of(r.data.metrics, objective)
         cells = [label(r), r.info.status, f"{obj:.4f}" if math.isfinite(obj) else "—",
-                 *[r.data.params.get(k, "") for k in keys], r.data.tags.get("lec.error", "")[:200]]  # fmt: skip
+                 *[value(r, k) or "" for k in keys], r.data.tags.get("lec.error", "")[:200]]  # fmt: skip
         cls = "" if r.info.status == "FINISHED" else ' class="failed"'
         rows.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
                     + f"<td><code>{r.info.run_id}</code></td></tr>")  # fmt: skip
@@ -219,7 +231,7 @@ def compare(client, runs: List[Any], out: Path, objective: SweepConfig, title: s
                          plot_loss(client, finished, keys, out / "loss.png")) if p is not None]  # fmt: skip
     write_html(out, title, runs, keys, objective, plots, note)
     (out / "runs.json").write_text(json.dumps([{"run_id": r.info.run_id, "name": label(r), "status": r.info.status,
-                                                "params": {k: r.data.params.get(k) for k in keys},
+                                                "params": {k: value(r, k) for k in keys},
                                                 "metrics": r.data.metrics} for r in runs], indent=2))  # fmt: skip
     return out
 
