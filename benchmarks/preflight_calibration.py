@@ -26,7 +26,7 @@ CASES = [  # (name, shape, overrides)
     ("lora r16 + grad ckpt", "llama-25M", ["hardware.gradient_checkpointing=true"]),
     ("full fine-tune", "llama-25M", ["adapter=full"]),
     ("lora r64 dropout 0", "llama-60M", ["adapter.r=64", "adapter.dropout=0.0"]),
-    ("lora r16 packed", "llama-60M", ["hardware.packing=true"]),
+    ("lora r16 packed", "llama-60M", ["hardware.pack_len=512"]),
     ("full + grad ckpt", "llama-60M", ["adapter=full", "hardware.gradient_checkpointing=true"]),
 ]
 BASE = ["hardware.max_seq_len=512", "hardware.micro_batch_size=4", "hardware.grad_accum=1", "train.max_steps=3"]
@@ -45,33 +45,35 @@ def worker(args: list) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer
 
     from lec import preflight
+    from lec import plan as lec_plan
     from lec.config import compose
     from lec.train.finetune import attach_adapter, training_args
     from lec.train.packing import IGNORE, collate
 
     cfg = compose(args)
+    p = lec_plan.build(cfg)
     torch.set_num_threads(2)
-    est = preflight.estimate(cfg)
-    t = cfg.model.tiny
-    n = cfg.hardware.max_seq_len
+    est = preflight.estimate(p.train, p.model)
+    t = p.model.tiny
+    n = p.train.pack_len or p.train.seq_len
     g = torch.Generator().manual_seed(0)
     rows = []
     for _ in range(32):  # full-length rows: the peak the estimate is for
         ids = torch.randint(4, t.vocab_size, (n,), generator=g).tolist()
         row = {"input_ids": ids, "labels": [IGNORE] * (n // 4) + ids[n // 4:]}
-        if cfg.hardware.packing:  # two samples per row
+        if p.train.pack_len:  # two samples per row
             row["position_ids"] = list(range(n // 2)) * 2
         rows.append(row)
     before = psutil.Process().memory_info().rss
     config = LlamaConfig(vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.intermediate_size,
                          num_hidden_layers=t.num_hidden_layers, num_attention_heads=t.num_attention_heads,
                          num_key_value_heads=t.num_key_value_heads, tie_word_embeddings=True,
-                         attn_implementation=cfg.hardware.attn_implementation)  # fmt: skip
-    model = attach_adapter(LlamaForCausalLM(config), cfg)
+                         attn_implementation=p.train.attn_implementation.value)  # fmt: skip
+    model = attach_adapter(LlamaForCausalLM(config), p.train)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(model=model, args=training_args(cfg, Path(tmp), 3, 1e-4, 0.0), train_dataset=rows,
+        trainer = Trainer(model=model, args=training_args(p.train, Path(tmp), 3), train_dataset=rows,
                           data_collator=collate(0))  # fmt: skip
         trainer.train()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
