@@ -121,11 +121,11 @@ def main() -> None:
     from lec.serve.process import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="lec-bench-"))
-    overrides = ["hardware=h100"] if args.gpu_1b else []
+    # --gpu-1b: a Llama-3.2-1B-like shape, random init
+    shape_1b = ["model.tiny.hidden_size=2048", "model.tiny.intermediate_size=8192", "model.tiny.num_hidden_layers=16",
+                "model.tiny.num_attention_heads=32", "model.tiny.num_key_value_heads=8"]  # fmt: skip
+    overrides = ["hardware=h100", *shape_1b] if args.gpu_1b else []
     cfg = config.compose(overrides)
-    if args.gpu_1b:  # Llama-3.2-1B-like shape, random init
-        cfg.model.tiny.hidden_size, cfg.model.tiny.intermediate_size = 2048, 8192
-        cfg.model.tiny.num_hidden_layers, cfg.model.tiny.num_attention_heads, cfg.model.tiny.num_key_value_heads = 16, 32, 8
     base = materialize_base(cfg.model, tmp / "cache")
     device = "cuda" if args.gpu_1b else "cpu"
     batch = prompts(args.requests)

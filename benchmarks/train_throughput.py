@@ -1,16 +1,18 @@
-"""Training throughput: lec's training step vs a plain transformers Trainer + peft baseline, same model and data.
+"""Training throughput: lec's packed training step vs a plain transformers Trainer + peft baseline, like for like.
 
-`python benchmarks/train_throughput.py [--steps 12]` — CPU: a 4-layer, 256-wide tiny Llama (LoRA r=16) on the
-synthetic mixture (HELM-style prompts with 0–5 shots: short, uneven rows).
+`python benchmarks/train_throughput.py [--steps 12] [--rounds 3]` — CPU: a 4-layer, 256-wide tiny Llama (LoRA r=16)
+on the synthetic mixture (HELM-style prompts with 0–5 shots: short, uneven rows).
 `python benchmarks/train_throughput.py --gpu-mistral [--dry-run]` — GPU: a Mistral-7B-shaped random-init model in
-QLoRA (NF4) at seq 2048 under a 24 GiB cap (`--dry-run` only composes the config and prints the memory pre-flight).
+QLoRA (NF4) under a 24 GiB cap (`--dry-run` only composes the plan and prints the memory pre-flight).
 
-Both sides tokenize the same rows the same way (prompt masked) and take the same number of optimizer steps with the
-same micro-batch, LoRA, optimizer and precision. lec: its preset path — packing (hardware.packing=true, position
-ids per sample), its collator and TrainingArguments. Baseline: what a plain HF script does — rows padded to the
-longest in a random micro-batch (DataCollatorForSeq2Seq). Each side runs in its own process; prints tokens/s
-(non-padding tokens trained per second), peak memory (CPU: peak RSS above the process before the model; GPU:
-torch.cuda.max_memory_allocated) and the ratio.
+Both sides tokenize the same rows the same way (prompt masked), take the same number of optimizer steps with the
+same LoRA, optimizer and precision, and train the same number of real (non-padding) tokens per optimizer step:
+lec packs rows into hardware.pack_len-token rows (position ids restart per sample) at micro-batch m; the baseline
+is what a plain HF script does with its standard options — unpacked rows, `group_by_length` batches padded to their
+longest row (DataCollatorForSeq2Seq) — at the micro-batch whose mean real tokens equal lec's m × pack_len. Each side
+runs in its own process; the sides alternate for --rounds rounds and the medians are reported: tokens/s (real tokens
+trained per second, from the end of the first step), peak memory (CPU: peak RSS above the process before the model;
+GPU: torch.cuda.max_memory_allocated) and the ratio of medians.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,54 +45,59 @@ def _peak_memory(before_rss: int) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before_rss
 
 
+def _plan(overrides: list):
+    from lec import plan
+    from lec.config import compose
+
+    return plan.build(compose(overrides))
+
+
 def worker(mode: str, steps: int, work: Path, overrides: list) -> None:
     """One side in this process: print {"tokens": …, "seconds": …, "peak": …}."""
     import psutil
     import torch
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
 
-    from lec.config import compose
     from lec.data.mixture import read_jsonl
-    from lec.models import load_tokenizer
+    from lec.models import load_model, load_tokenizer
     from lec.train.finetune import _load_kwargs, apply_memory_cap, attach_adapter, prepare_model, training_args, training_rows
     from lec.train.packing import collate, encode
 
-    cfg = compose(overrides + [f"model.local_path={work / 'base'}"] + (["hardware.packing=true"] if mode == "lec" else []))
-    if cfg.hardware.device.value == "cpu":
-        torch.set_num_threads(cfg.hardware.num_threads or 2)
-    tokenizer = load_tokenizer(cfg.model)
-    rows = encode(read_jsonl(work / "data" / "train.jsonl"), tokenizer, cfg)
-    apply_memory_cap(cfg.hardware)
+    p = _plan(overrides)
+    tr = p.train
+    if tr.device.value == "cpu":
+        torch.set_num_threads(tr.num_threads or 2)
+    tokenizer = load_tokenizer(p.model, path=str(work / "base"))
+    rows = encode(read_jsonl(work / "data" / "train.jsonl"), tokenizer, tr)
+    apply_memory_cap(tr)
     before = psutil.Process().memory_info().rss
     seen = {"tokens": 0}
 
     def counting(fn):
         def wrapped(batch):
             out = fn(batch)
-            seen["tokens"] += sum(len(b["input_ids"]) for b in batch)
+            seen["tokens"] += sum(len(b["input_ids"]) for b in batch)  # real tokens: rows before padding
             return out
         return wrapped
 
     if mode == "lec":
-        model, _ = prepare_model(cfg, None)
-        data = training_rows(cfg, rows)
-        args = training_args(cfg, work / f"ckpt-{mode}", steps, 1e-4, 0.0)
-        collator = collate(tokenizer.pad_token_id, flatten=cfg.hardware.attn_implementation == "flash_attention_2")
-    else:  # the plain recipe: load, (k-bit prep), LoRA, pad to the longest row of a random micro-batch
-        from lec.models import load_model
-
-        model = load_model(cfg.model, **_load_kwargs(cfg))
-        if cfg.adapter.quantization is not None:
+        model, _ = prepare_model(tr, p.model, work / "base")
+        data = training_rows(tr, rows)
+        args = training_args(tr, work / f"ckpt-{mode}", steps)
+        collator = collate(tokenizer.pad_token_id, flatten=tr.attn_implementation.value.startswith("flash"))
+    else:  # the plain recipe: load, (k-bit prep), LoRA, length-grouped batches padded to their longest row
+        model = load_model(p.model, path=str(work / "base"), **_load_kwargs(tr))
+        if tr.quantization is not None:
             from peft import prepare_model_for_kbit_training
 
-            model = prepare_model_for_kbit_training(model, cfg.hardware.gradient_checkpointing)
-        model = attach_adapter(model, cfg)
+            model = prepare_model_for_kbit_training(model, tr.gradient_checkpointing)
+        model = attach_adapter(model, tr)
         data = rows
-        args = TrainingArguments(output_dir=str(work / f"ckpt-{mode}"), per_device_train_batch_size=cfg.hardware.micro_batch_size,
-                                 gradient_accumulation_steps=cfg.hardware.grad_accum, max_steps=steps, learning_rate=1e-4,
-                                 optim=cfg.adapter.optim, bf16=cfg.hardware.bf16, gradient_checkpointing=cfg.hardware.gradient_checkpointing,
-                                 use_cpu=cfg.hardware.device.value == "cpu", save_strategy="no", report_to="none",
-                                 disable_tqdm=True, seed=cfg.seed)  # fmt: skip
+        args = TrainingArguments(output_dir=str(work / f"ckpt-{mode}"), per_device_train_batch_size=tr.micro_batch_size,
+                                 gradient_accumulation_steps=tr.grad_accum, max_steps=steps, learning_rate=tr.lr,
+                                 optim=tr.optim.value, bf16=tr.bf16, gradient_checkpointing=tr.gradient_checkpointing,
+                                 use_cpu=tr.device.value == "cpu", save_strategy="no", report_to="none",
+                                 train_sampling_strategy="group_by_length", disable_tqdm=True, seed=tr.seed)  # fmt: skip
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
     class Clock(TrainerCallback):  # time from the end of the first step: no warm-up, no setup
@@ -104,76 +112,98 @@ def worker(mode: str, steps: int, work: Path, overrides: list) -> None:
     print(json.dumps({"tokens": seen["tokens"] - clock.tok0, "seconds": seconds, "peak": _peak_memory(before)}))
 
 
-def prepare(work: Path, overrides: list, gpu: bool) -> None:
-    """The mixture and the base model directory both sides load."""
+def prepare(work: Path, overrides: list, gpu: bool) -> float:
+    """The mixture and the base model directory both sides load; returns the mean encoded row length."""
     from lec.config import compose
-    from lec.data.mixture import build_mixture
-    from lec.models import build_tiny_tokenizer, materialize_base
+    from lec.data.mixture import build_mixture, read_jsonl
+    from lec.models import build_tiny_tokenizer, load_tokenizer, materialize_base
+    from lec.train.packing import encode
 
     cfg = compose(CPU if not gpu else ["hardware.max_seq_len=2048"])
     build_mixture(cfg.data, work / "data")
     if not gpu:
         (work / "base").symlink_to(materialize_base(cfg.model, work / "cache"))
-        return
-    import torch
-    from transformers import MistralConfig, MistralForCausalLM
+    else:
+        import torch
+        from transformers import MistralConfig, MistralForCausalLM
 
-    s = compose(overrides).model.shape
-    tokenizer = build_tiny_tokenizer(1024)  # token ids < 1024: any Mistral-shaped embedding takes them
-    config = MistralConfig(vocab_size=s.vocab_size, hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
-                           num_hidden_layers=s.num_hidden_layers, num_attention_heads=s.num_attention_heads,
-                           num_key_value_heads=s.num_key_value_heads, tie_word_embeddings=False,
-                           pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id)  # fmt: skip
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = MistralForCausalLM(config).to(torch.bfloat16)  # random init, saved once for both sides
-    model.save_pretrained(work / "base")
-    tokenizer.save_pretrained(work / "base")
-    del model
-    torch.cuda.empty_cache()
+        s = compose(overrides).model.shape
+        tokenizer = build_tiny_tokenizer(1024)  # token ids < 1024: any Mistral-shaped embedding takes them
+        config = MistralConfig(vocab_size=s.vocab_size, hidden_size=s.hidden_size, intermediate_size=s.intermediate_size,
+                               num_hidden_layers=s.num_hidden_layers, num_attention_heads=s.num_attention_heads,
+                               num_key_value_heads=s.num_key_value_heads, tie_word_embeddings=False,
+                               pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                               eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            model = MistralForCausalLM(config).to(torch.bfloat16)  # random init, saved once for both sides
+        model.save_pretrained(work / "base")
+        tokenizer.save_pretrained(work / "base")
+        del model
+        torch.cuda.empty_cache()
+    p = _plan(overrides)
+    rows = encode(read_jsonl(work / "data" / "train.jsonl"), load_tokenizer(p.model, path=str(work / "base")), p.train)
+    return sum(len(r["input_ids"]) for r in rows) / len(rows)
+
+
+def sides(overrides: list, mean_len: float) -> dict:
+    """Each side's overrides: lec packs at micro-batch m; the baseline's micro-batch carries as many real tokens."""
+    p = _plan(overrides)
+    pack_len, m = p.train.seq_len, p.train.micro_batch_size
+    b = max(1, round(m * pack_len / mean_len))
+    return {"baseline": overrides + ["hardware.pack_len=null", f"hardware.micro_batch_size={b}"],
+            "lec": overrides + [f"hardware.pack_len={pack_len}"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gpu-mistral", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="compose and print the memory pre-flight only")
     args = ap.parse_args()
     overrides = list(GPU) if args.gpu_mistral else list(CPU)
     if args.gpu_mistral:
         from lec import preflight
-        from lec.config import compose
 
-        cap = 24.0
         try:
             import torch
 
-            if torch.cuda.is_available():
+            if torch.cuda.is_available():  # emulate a 24 GiB card on a bigger one
                 cap = 24.0 / (torch.cuda.get_device_properties(0).total_memory / 2**30)
                 overrides.append(f"hardware.memory_fraction_cap={min(1.0, cap):.4f}")
         except ImportError:
             pass
-        est = preflight.estimate(compose(overrides + ["hardware.packing=true"]))
-        print(est.table())
+        p = _plan(overrides + ["hardware.pack_len=2048"])
+        print(preflight.estimate(p.train, p.model).table())
         if args.dry_run:
             return
     env = dict(os.environ, HF_HUB_OFFLINE="1", MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    results: dict = {"baseline": [], "lec": []}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        prepare(work, overrides, args.gpu_mistral)
-        results = {}
-        for mode in ("baseline", "lec"):
-            out = subprocess.run([sys.executable, __file__, "--worker", mode, str(args.steps), str(work), *overrides],
-                                 env=env, cwd=ROOT, capture_output=True, text=True)  # fmt: skip
-            if out.returncode:
-                raise SystemExit(out.stderr[-3000:])
-            r = results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{mode:<9} {r['tokens'] / r['seconds']:9.0f} tok/s   peak {r['peak'] / 2**30:6.2f} GiB   "
-                  f"({r['tokens']} tokens in {r['seconds']:.1f} s)", flush=True)
-    b, lec = results["baseline"], results["lec"]
-    ratio = (lec["tokens"] / lec["seconds"]) / (b["tokens"] / b["seconds"])
-    print(f"lec / baseline: {ratio:.2f}× tokens/s, {lec['peak'] / b['peak']:.2f}× peak memory")
+        mean_len = prepare(work, overrides, args.gpu_mistral)
+        plan = sides(overrides, mean_len)
+        print(f"rows: mean {mean_len:.0f} tokens; baseline {plan['baseline'][-1]}, lec {plan['lec'][-1]} "
+              f"(lec micro-batch × pack_len = real tokens per step)")  # fmt: skip
+        for i in range(args.rounds):
+            order = ("baseline", "lec") if i % 2 == 0 else ("lec", "baseline")  # alternate: drift hits both sides
+            for mode in order:
+                out = subprocess.run([sys.executable, __file__, "--worker", mode, str(args.steps), str(work),
+                                      *plan[mode]], env=env, cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+                if out.returncode:
+                    raise SystemExit(out.stderr[-3000:])
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                results[mode].append(r)
+                print(f"round {i + 1} {mode:<9} {r['tokens'] / r['seconds']:9.0f} tok/s   peak "
+                      f"{r['peak'] / 2**30:6.2f} GiB   ({r['tokens']} tokens in {r['seconds']:.1f} s)", flush=True)
+    speed = {m: statistics.median(r["tokens"] / r["seconds"] for r in rs) for m, rs in results.items()}
+    peak = {m: statistics.median(r["peak"] for r in rs) for m, rs in results.items()}
+    tokens = {m: statistics.median(r["tokens"] for r in rs) for m, rs in results.items()}
+    print(f"median over {args.rounds} rounds: baseline {speed['baseline']:.0f} tok/s, lec {speed['lec']:.0f} tok/s "
+          f"(real tokens trained: {tokens['baseline']:.0f} vs {tokens['lec']:.0f})")  # fmt: skip
+    print(f"lec / baseline: {speed['lec'] / speed['baseline']:.2f}× tokens/s, "
+          f"{peak['lec'] / peak['baseline']:.2f}× peak memory")  # fmt: skip
 
 
 if __name__ == "__main__":
