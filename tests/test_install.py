@@ -209,7 +209,7 @@ def test_installed_lec_imports_from_the_venv_and_composes(installed):
     assert Path(helm.stdout.strip()).parent == venv.python.parent  # the venv's own helm-run, not this env's
     usage = venv.run("-m", "lec", "--help", cwd=work)
     assert usage.returncode == 0, usage.stderr
-    models = ", ".join(sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml")))
+    models = ", ".join(sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")))
     assert f"model: {models}" in usage.stdout and "eval: " in usage.stdout
     assert list(work.iterdir()) == []  # composing writes nothing
 
