@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from lec import config, sweep
+from lec import config, files, procs, sweep
 
 config.register()
 sweep.register_resolvers()  # the launcher presets' time limits (conf/hydra/launcher/)
@@ -39,6 +39,8 @@ def main(dcfg: DictConfig) -> Optional[float]:
         return run(cfg).objective
     except config.ConfigError as err:
         _fail(f"lec: invalid config: {err}")
+    except files.WriteError as err:  # disk full, an unwritable outputs_dir: Hydra would print a traceback
+        _fail(f"lec: {err}", code=1)
 
 
 def run(cfg: config.LecConfig):
@@ -100,8 +102,13 @@ def check_command_line(argv: List[str]) -> None:
                 cross_field.append(err)
         if len(cross_field) == len(probes):
             raise cross_field[0]
-        if not multirun and not any(a in ("--cfg", "-c") for a in argv):  # a run on this machine: can it run here?
-            plan.require_machine(plan.build(config.compose(overrides)).train)
+        if not any(a in ("--cfg", "-c") for a in argv):  # a run on this machine: can it run and write here?
+            first = plan.build(config.compose(probes[0]))
+            if not multirun:
+                plan.require_machine(first.train)
+            files.check_writable(first.outputs_dir, "outputs_dir (run dirs, mlflow.db)")  # before Hydra makes dirs
+    except files.WriteError as err:
+        _fail(f"lec: {err}", code=1)
     except (config.ConfigError, HydraException, OmegaConfBaseException) as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -137,13 +144,14 @@ def _check_optional_groups(overrides: List[str]) -> None:
             raise MissingConfigException(f"Could not find '{group}/{option}'", f"{group}/{option}", options)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     sys.stderr.write(message.replace("\n", " ") + "\n")
-    sys.exit(2)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    if "--plan" in sys.argv[1:]:
-        print_plan(sys.argv[1:])
-    check_command_line(sys.argv[1:])
-    main()
+    with procs.entry_point():  # SIGTERM/SIGHUP/SIGINT: children stopped, the run KILLED, one line, exit 128+N
+        if "--plan" in sys.argv[1:]:
+            print_plan(sys.argv[1:])
+        check_command_line(sys.argv[1:])
+        main()

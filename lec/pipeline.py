@@ -5,7 +5,7 @@ function with one stage."""
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import os
 import sys
@@ -19,7 +19,7 @@ import yaml
 
 from lec import config as lec_config
 from lec import plan as lec_plan
-from lec import score, track
+from lec import files, procs, score, track
 from lec.config import LecConfig
 from lec.plan import Plan, RunLayout
 from lec.stages import STAGES, load_params
@@ -37,6 +37,8 @@ class RunSummary:
     scores: Dict[str, Dict[str, float]] = field(default_factory=dict)  # {label: {scenario | raw_score: mean}}
     standing: Dict[str, score.PoolResult] = field(default_factory=dict)  # {label: rank among the pool}
     eval_timed_out: bool = False
+    status: str = "RUNNING"  # how the run ended: FINISHED | KILLED | FAILED (as in MLflow)
+    end: str = ""  # … in one line: "finished", "stopped by SIGTERM", "WriteError: could not write …"
 
     @property
     def objective(self) -> float:
@@ -58,30 +60,52 @@ def run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, tags: Opti
         from lec.preflight import check
 
         check(plan.train, plan.model)  # refuses a run that will not fit, naming the knobs; before any heavy work
-    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    with files.claim(layout.run_dir, "the run dir"):  # a second live run in this dir is refused, not mixed in
+        return _run(plan, cfg, layout, run_name, names, tags, choices)
+
+
+def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: List[str],
+         tags: Optional[Dict[str, str]], choices: Optional[Dict[str, str]]) -> RunSummary:
     config = lec_config.to_container(cfg)
-    layout.config.write_text(yaml.safe_dump(config, sort_keys=False))  # the server processes load it
+    files.write_text(layout.config, yaml.safe_dump(config, sort_keys=False), "the run's config")  # servers load it
     timings: Dict[str, float] = {}
     tags = {"lec.run_dir": str(layout.run_dir), **(tags or {})}
     with track.run(plan, run_name, tags) as active:
         summary = RunSummary(layout.run_dir, active.info.run_id, timings)
-        track.log_plan(plan, config, choices)
-        for name in names:
-            if name == "finetune" and not plan.train.enabled:
-                log.info("── finetune skipped (train.enabled=false): the base model is evaluated")
-                continue
-            stage = STAGES[name]
-            log.info("── %s", name)
-            start = time.perf_counter()
-            result = stage.run(plan, layout)
-            stage.record(result, plan, layout)
-            timings[name] = time.perf_counter() - start
-            log.info("── %s done in %.1f s", name, timings[name])
-            _summarise(summary, name, result)
-        track.log_metrics({f"timing/{k}_s": v for k, v in timings.items()})
-        (layout.run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
+        try:
+            track.log_plan(plan, config, choices)
+            for name in names:
+                if name == "finetune" and not plan.train.enabled:
+                    log.info("── finetune skipped (train.enabled=false): the base model is evaluated")
+                    continue
+                log.info("── %s", name)
+                start = time.perf_counter()
+                result = _run_stage(STAGES[name], plan, layout)
+                timings[name] = time.perf_counter() - start
+                log.info("── %s done in %.1f s", name, timings[name])
+                _summarise(summary, name, result)
+            track.log_metrics({f"timing/{k}_s": v for k, v in timings.items()})
+            summary.status, summary.end = procs.end_state(None)
+        except BaseException as err:
+            summary.status, summary.end = procs.end_state(err)
+            raise
+        finally:  # summary.json says how the run ended, however it ended
+            with contextlib.suppress(OSError, files.WriteError):  # a full disk: the error on its way out says so
+                files.write_json(layout.run_dir / "summary.json", _jsonable(summary), "the run summary")
         mlflow.log_artifact(str(layout.run_dir / "summary.json"))
     return summary
+
+
+def _run_stage(stage, plan: Plan, layout: RunLayout) -> Any:
+    """One stage and its records; a full disk or an unwritable path anywhere in it is one line naming the stage."""
+    try:
+        result = stage.run(plan, layout)
+        stage.record(result, plan, layout)
+        return result
+    except OSError as err:
+        if err.errno not in files.UNWRITABLE:
+            raise
+        raise files.WriteError(files.describe(err, f"the {stage.name} stage's output")) from err
 
 
 def _summarise(summary: RunSummary, name: str, result: Any) -> None:
@@ -103,7 +127,7 @@ def _jsonable(s: RunSummary) -> dict:
     }  # fmt: skip
     return {"run_dir": str(s.run_dir), "run_id": s.run_id, "timings": s.timings, "train": s.train,
             "challenge": s.challenge, "scores": s.scores, "standing": standing,
-            "eval_timed_out": s.eval_timed_out}  # fmt: skip
+            "eval_timed_out": s.eval_timed_out, "status": s.status, "end": s.end}  # fmt: skip
 
 
 def stage_main(argv: Optional[List[str]] = None) -> int:
@@ -115,6 +139,11 @@ def stage_main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--dir", type=Path, default=None,
                         help="pipeline dir the stages read and write (default: <outputs_dir>/pipeline)")  # fmt: skip
     args = parser.parse_args(argv)
+    with procs.entry_point():  # SIGTERM/SIGHUP/SIGINT (dvc's own stop): children stopped, the run KILLED
+        return _stage_main(parser, args)
+
+
+def _stage_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.overrides:
         parser.error(f"stages take no overrides (got {' '.join(args.overrides)}): params.yaml has one writer, DVC's "
                      "Hydra composition of conf/: use `dvc exp run -S key=value` or edit conf/")  # fmt: skip

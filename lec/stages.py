@@ -50,7 +50,8 @@ def curate(plan: Plan, layout: RunLayout):
 def finetune(plan: Plan, layout: RunLayout):
     from lec.train import finetune as train
 
-    return train(plan.train, plan.model, layout, base_dir(plan, layout), on_metrics=track.log_metrics)
+    return train(plan.train, plan.model, layout, base_dir(plan, layout), on_metrics=track.log_metrics,
+                 run_id=track.active_run_id())  # written into each checkpoint: a resumed run names its predecessor
 
 
 def evaluate(plan: Plan, layout: RunLayout):

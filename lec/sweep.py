@@ -23,11 +23,10 @@ How the pieces meet (Hydra 1.3 hydra/experimental/callback.py; hydra.cc/docs/1.3
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import math
-import os
-import socket
 import time
 import traceback
 import uuid
@@ -41,8 +40,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lec import config as lec_config
+from lec import files
 from lec.config import LecConfig, SweepConfig
-from lec.track import PARENT_FILE, Parent, latest_per_overrides, objective_of, read_parent, write_parent
+from lec.track import (PARENT_FILE, Parent, latest_per_overrides, objective_of, process_tags, read_parent,
+                       write_parent)
 from lec.track import client as mlflow_client
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,7 @@ def child_tags() -> Dict[str, str]:
 
 def _job_tags(job: Job) -> Dict[str, str]:
     return {"mlflow.parentRunId": job.parent.run_id, "lec.sweep.id": job.parent.sweep_id,
-            "lec.sweep.job": str(job.num), "lec.sweep.overrides": job.overrides,
-            "lec.host": socket.gethostname(), "lec.pid": str(os.getpid())}  # fmt: skip
+            "lec.sweep.job": str(job.num), "lec.sweep.overrides": job.overrides, **process_tags()}  # fmt: skip
 
 
 
@@ -140,7 +140,7 @@ def job(dcfg: DictConfig, run: Callable[[LecConfig], Any]) -> Optional[float]:
         return value
     except Exception as err:  # noqa: BLE001 - the sweep goes on; the error is in MLflow and the job log
         log.error("job %s failed: %s: %s", info.num if info else "?", type(err).__name__, err,
-                  exc_info=not isinstance(err, lec_config.ConfigError))  # a bad config: its one line says it all
+                  exc_info=not isinstance(err, (lec_config.ConfigError, files.WriteError)))  # their one line says it all
         if info is not None and info.parent is not None:
             record_failure(info, err, start_ms)
         return None
@@ -217,8 +217,7 @@ def open_parent(config: DictConfig) -> Parent:
         tags = {"lec.sweep.role": "parent", "lec.sweep.id": sweep_id, "lec.sweep.dir": str(sweep_dir),
                 "lec.sweep.overrides": " ".join(task), "lec.sweep.objective": cfg.sweep.objective,
                 "lec.sweep.direction": cfg.sweep.direction.value, "lec.sweep.sweeper": str(choices.get("hydra/sweeper")),
-                "lec.sweep.launcher": str(choices.get("hydra/launcher")), "lec.host": socket.gethostname(),
-                "lec.pid": str(os.getpid())}  # fmt: skip
+                "lec.sweep.launcher": str(choices.get("hydra/launcher")), **process_tags()}  # fmt: skip
         where = set(hc.job.config.override_dirname.exclude_keys)  # outputs_dir etc.: not what the sweep is
         name = ("sweep " + " ".join(o for o in task if o.split("=", 1)[0].lstrip("+~") not in where))[:250]
         run = client.create_run(exp, tags=tags, run_name=name)
@@ -300,6 +299,8 @@ class SweepCallback(Callback):
         self.sweep: Optional[SweepConfig] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.held = contextlib.ExitStack()  # the sweep dir is this launcher's until it exits: a second sweep is refused
+        self.held.enter_context(files.claim(Path(str(config.hydra.sweep.dir)).resolve(), "the sweep dir"))
         self.parent = open_parent(config)
         self.sweep = _master_cfg(config).sweep
         atexit.register(self._close_if_open)
@@ -331,6 +332,7 @@ class SweepCallback(Callback):
             return
         parent, self.parent = self.parent, None
         close_parent(parent, self.sweep)
+        self.held.close()
         if self.sweep.compare:
             try:
                 from lec import compare
@@ -345,3 +347,4 @@ class SweepCallback(Callback):
         if self.parent is not None:
             parent, self.parent = self.parent, None
             close_parent(parent, self.sweep, interrupted=True)
+            self.held.close()

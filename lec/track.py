@@ -19,10 +19,14 @@ import contextlib
 import csv
 import json
 import logging
+import os
 import platform
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +34,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import mlflow
 
+from lec import files, procs
 from lec import plan as lec_plan
 from lec.config import AdapterKind, SweepConfig
 from lec.plan import Plan, RunLayout
@@ -51,31 +56,135 @@ def client(uri: str):
 
 
 def experiment_id(tracking_uri: str, experiment: str, outputs_dir: str) -> str:
+    """The experiment's id, created on first use. Runs that start together on a fresh outputs dir would race in
+    MLflow's SQLite schema migration, so opening a SQLite store is serialised by a lock file beside it. The store's
+    runs whose process is gone (kill -9, OOM killer, power loss) are marked here (`reap`)."""
     out = Path(outputs_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is not None:
-        return exp.experiment_id
+    with _store_lock(tracking_uri):
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            # A remote `mlflow server` keeps artifacts where it was told to (--artifacts-destination); a local store
+            # keeps them under outputs/, not in ./mlruns of whatever the cwd is.
+            location = None if tracking_uri.startswith(("http://", "https://")) else (out / "mlartifacts").as_uri()
+            try:
+                exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+            except mlflow.exceptions.MlflowException:  # created concurrently by a process on another machine
+                exp_id = mlflow.get_experiment_by_name(experiment).experiment_id
+        else:
+            exp_id = exp.experiment_id
+    reap(tracking_uri, exp_id)
+    return exp_id
+
+
+@contextlib.contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(tracking_uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# --- who runs a run: host + pid + the process's start time, a heartbeat; finding runs whose process is gone ------
+
+HEARTBEAT_S = 60.0  # how often a running run refreshes its lec.heartbeat tag (runs on other hosts are judged by it)
+
+
+def process_tags() -> Dict[str, str]:
+    """lec.host, lec.pid and lec.pid_start (the kernel's start time of the pid, so a reused pid is not mistaken)."""
+    return {"lec.host": socket.gethostname(), "lec.pid": str(os.getpid()), "lec.pid_start": _pid_start(os.getpid())}
+
+
+def _pid_start(pid: int) -> str:
     try:
-        return mlflow.create_experiment(experiment, artifact_location=(out / "mlartifacts").as_uri())
-    except mlflow.exceptions.MlflowException:  # created concurrently by another job of a sweep
-        return mlflow.get_experiment_by_name(experiment).experiment_id
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22 (starttime), counted after the command name
+
+
+def is_alive(tags: Mapping[str, str]) -> Optional[bool]:
+    """Is the process that runs this run still there? None when that cannot be told from this host."""
+    if tags.get("lec.host") != socket.gethostname() or not tags.get("lec.pid", "").isdigit():
+        return None
+    start = _pid_start(int(tags["lec.pid"]))
+    return bool(start) and start == tags.get("lec.pid_start", start)
+
+
+def reap(tracking_uri: str, experiment: str, stale_after_s: Optional[float] = None) -> List[Any]:
+    """Mark KILLED the RUNNING runs whose process is gone: on this host by pid (always), on other hosts by a
+    heartbeat older than `stale_after_s` (only when asked: `python -m lec.runs --stale-after`). Returns them."""
+    c = client(tracking_uri)
+    found = []
+    for r in c.search_runs([experiment], "attributes.status = 'RUNNING'", max_results=1000):
+        tags = r.data.tags
+        alive = is_alive(tags)
+        beat = float(tags.get("lec.heartbeat", r.info.start_time / 1000))
+        if alive is None and stale_after_s is not None and "lec.pid" in tags:
+            alive = time.time() - beat < stale_after_s
+        if alive is not False:
+            continue
+        why = (f"its process (pid {tags.get('lec.pid')} on {tags.get('lec.host')}) ended without closing the run: "
+               "killed with SIGKILL, by the OOM killer, or the machine went down")  # fmt: skip
+        c.set_tag(r.info.run_id, "lec.end", why)
+        c.set_tag(r.info.run_id, "lec.end_found_by", f"pid {os.getpid()} on {socket.gethostname()} at "
+                                                     f"{time.strftime('%Y-%m-%dT%H:%M:%S')}")  # fmt: skip
+        c.set_terminated(r.info.run_id, "KILLED", end_time=int(beat * 1000))  # its last sign of life
+        log.warning("run %s (%s) marked KILLED: %s", r.info.run_id, r.info.run_name, why)
+        found.append(r)
+    return found
+
+
+@contextlib.contextmanager
+def _heartbeat(run_id: str, tracking_uri: str) -> Iterator[None]:
+    stop = threading.Event()
+
+    def beat() -> None:
+        c = client(tracking_uri)
+        while not stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(Exception):  # a missed beat only delays finding a dead run
+                c.set_tag(run_id, "lec.heartbeat", f"{time.time():.0f}")
+
+    t = threading.Thread(target=beat, name="lec-heartbeat", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(5)
 
 
 @contextlib.contextmanager
 def run(plan: Plan, run_name: str, tags: Optional[Dict[str, str]] = None) -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run that ends FINISHED, or FAILED with the error recorded when the body raises. A sweep job passes
-    its child tags (lec.sweep.child_tags: mlflow.parentRunId + lec.sweep.*)."""
+    """An MLflow run that ends in a true state: FINISHED; KILLED when a signal stopped the body (procs.Stopped,
+    KeyboardInterrupt); FAILED with the error's one line (tag lec.error) and traceback (error.txt) otherwise. Tag
+    lec.end says how it ended. A sweep job passes its child tags (mlflow.parentRunId + lec.sweep.*)."""
+
     exp = experiment_id(plan.tracking_uri, plan.experiment, plan.outputs_dir)
-    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags or {}) as active:
+    tags = {**process_tags(), "lec.heartbeat": f"{time.time():.0f}", **(tags or {})}
+    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags) as active, \
+            _heartbeat(active.info.run_id, plan.tracking_uri):
         try:
             yield active
         except BaseException as err:
-            mlflow.set_tags({"lec.error": f"{type(err).__name__}: {err}"[:5000]})
-            mlflow.log_text("".join(traceback.format_exception(err)), "error.txt")
-            mlflow.end_run(status="FAILED")
+            status, reason = procs.end_state(err)
+            with contextlib.suppress(Exception):  # the store may be what failed (disk full): the error still shows
+                mlflow.set_tags({"lec.end": reason, **({"lec.error": reason} if status == "FAILED" else {})})
+                mlflow.log_text("".join(traceback.format_exception(err)), "error.txt")
+            with contextlib.suppress(Exception):
+                mlflow.end_run(status=status)
             raise
+        mlflow.set_tag("lec.end", "finished")
 
 
 def log_plan(plan: Plan, config: Dict[str, Any], choices: Optional[Dict[str, str]] = None) -> None:
@@ -136,6 +245,11 @@ def metric_name(*parts: str) -> str:
     return "/".join(clean)
 
 
+def active_run_id() -> Optional[str]:
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
 def log_metrics(metrics: Mapping[str, float], step: Optional[int] = None) -> None:
     clean = {k: float(v) for k, v in metrics.items() if v is not None}
     if clean:
@@ -143,7 +257,7 @@ def log_metrics(metrics: Mapping[str, float], step: Optional[int] = None) -> Non
 
 
 def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    files.write_json(path, data, f"the stage's metrics ({path.name})")
 
 
 # --- each stage's result → MLflow + its DVC files -----------------------------------------------------------------
@@ -173,7 +287,8 @@ def train_summary(result) -> Dict[str, Any]:
     return {"steps": result.steps, "planned_steps": result.planned_steps, "loss": result.train_loss,
             "seconds": result.seconds, "elapsed_s": result.elapsed_s, "stopped_by_budget": result.stopped_by_budget,
             "tokens_per_s": result.tokens / max(result.seconds, 1e-9), "trainable_params": result.trainable_params,
-            "resumed_from": str(result.resumed_from) if result.resumed_from else None}  # fmt: skip
+            "resumed_from": str(result.resumed_from) if result.resumed_from else None,
+            "resumed_from_run": result.resumed_from_run, "stop_reason": result.stop_reason}  # fmt: skip
 
 
 def record_finetune(result, plan: Plan, layout: RunLayout) -> None:
@@ -182,6 +297,10 @@ def record_finetune(result, plan: Plan, layout: RunLayout) -> None:
     log_metrics({f"train/final_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
     mlflow.log_params({"train.steps": result.planned_steps,  # epochs → steps is known only after curation
                        "train.lora.resolved_targets": ",".join(result.lora_targets)})  # what all-linear became
+    mlflow.set_tag("lec.train.stop_reason", result.stop_reason)
+    if result.resumed_from is not None:  # the run this one continues (its checkpoint said which)
+        mlflow.set_tags({"lec.resumed_from_checkpoint": str(result.resumed_from),
+                         **({"lec.resumed_from_run": result.resumed_from_run} if result.resumed_from_run else {})})
     _log_weights(plan.train.method, result.adapter_dir)
     _loss_csv(Path(result.log_path), layout.run_dir / "train_loss.csv")
     _write_json(layout.run_dir / "train.json", summary)

@@ -40,3 +40,86 @@ def test_full_fine_tune_weights_stay_on_disk_not_in_mlflow(tmp_path, adapter, lo
     client = track.client(p.tracking_uri)
     assert {f.path.split("/")[-1] for f in client.list_artifacts(run.info.run_id, "adapter")} == logged
     assert client.get_run(run.info.run_id).data.tags["lec.weights_dir"] == str(weights.resolve())
+
+
+def test_a_run_whose_process_died_is_marked_killed_when_the_store_is_next_opened(tmp_path):
+    """kill -9 (no finally runs): the run stays RUNNING until lec next opens the store, which finds its pid gone."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    p = plan.build(config.compose([f"outputs_dir={tmp_path}"]))
+    victim = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from lec import config, plan, track
+        p = plan.build(config.compose(["outputs_dir={tmp_path}"]))
+        with track.run(p, "victim") as active:
+            print(active.info.run_id, flush=True)
+            time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True)
+    run_id = victim.stdout.readline().strip()
+    c = MlflowClient(p.tracking_uri)
+    exp = c.get_run(run_id).info.experiment_id
+    assert track.reap(p.tracking_uri, exp) == [] and c.get_run(run_id).info.status == "RUNNING"  # alive: left alone
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    track.experiment_id(p.tracking_uri, p.experiment, p.outputs_dir)  # what every lec start does
+    run = c.get_run(run_id)
+    assert run.info.status == "KILLED" and run.info.end_time is not None
+    assert f"pid {victim.pid}" in run.data.tags["lec.end"] and "lec.end_found_by" in run.data.tags
+
+
+def test_a_reused_pid_is_not_taken_for_the_run_s_process():
+    import os
+
+    tags = track.process_tags()
+    assert track.is_alive(tags) is True
+    assert track.is_alive({**tags, "lec.pid_start": "1"}) is False  # same pid, another process start time
+    assert track.is_alive({**tags, "lec.host": "another-host"}) is None  # cannot tell from here
+    assert tags["lec.pid"] == str(os.getpid())
+
+
+def test_runs_on_other_hosts_are_reaped_only_by_a_stale_heartbeat(tmp_path):
+    import time
+
+    p = plan.build(config.compose([f"outputs_dir={tmp_path}"]))
+    exp = track.experiment_id(p.tracking_uri, p.experiment, p.outputs_dir)
+    c = MlflowClient(p.tracking_uri)
+    tags = {"lec.host": "node-7", "lec.pid": "123", "lec.heartbeat": f"{time.time() - 600:.0f}"}
+    old = c.create_run(exp, tags=tags).info.run_id
+    fresh = c.create_run(exp, tags={**tags, "lec.heartbeat": f"{time.time():.0f}"}).info.run_id
+    assert track.reap(p.tracking_uri, exp) == []  # by default only this host's dead pids
+    assert [r.info.run_id for r in track.reap(p.tracking_uri, exp, stale_after_s=300)] == [old]
+    assert c.get_run(old).info.status == "KILLED" and c.get_run(fresh).info.status == "RUNNING"
+
+
+def test_a_signal_marks_the_run_killed_and_an_error_failed_with_its_line(tmp_path):
+    from lec import procs
+
+    p = plan.build(config.compose([f"outputs_dir={tmp_path}"]))
+    c = MlflowClient(p.tracking_uri)
+    for err, status, end in [(procs.Stopped(15), "KILLED", "stopped by SIGTERM"),
+                             (KeyboardInterrupt(), "KILLED", "stopped by SIGINT"),
+                             (OSError(28, "No space left on device"), "FAILED", "OSError: [Errno 28] No space left")]:
+        with pytest.raises(type(err)):
+            with track.run(p, "r") as active:
+                raise err
+        run = c.get_run(active.info.run_id)
+        assert run.info.status == status and run.data.tags["lec.end"].startswith(end)
+        assert ("lec.error" in run.data.tags) == (status == "FAILED")
+
+
+def test_concurrent_first_starts_on_a_fresh_store_all_succeed(tmp_path):
+    """Several processes open a store that does not exist yet: the schema is created once, every one gets the
+    same experiment (MLflow's SQLite migration is not safe to run concurrently; lec serialises it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lec import track; "
+            f"print(track.experiment_id('sqlite:///{tmp_path}/mlflow.db', 'lec', '{tmp_path}'))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]  # fmt: skip
+    results = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    assert len({out.strip() for out, _ in results}) == 1

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from lec import progress
+from lec import files, progress
 from lec.config import DataConfig, SourceConfig, Template
 from lec.data.synthetic import GENERATORS
 from lec.data.filters import Context, run_steps
@@ -291,7 +291,7 @@ def build_mixture(cfg: DataConfig, out_dir: Path, ctx: "Optional[Context]" = Non
     inst = ctx.eval_instances
     mixture = Mixture(train_path, val_path, len(train), n_val, reports, steps,
                       inst.summary() if inst is not None else {"available": False, "note": "no eval instances given"})  # fmt: skip
-    (out_dir / "curation_report.json").write_text(json.dumps(mixture.report(), indent=2, ensure_ascii=False))
+    files.write_json(out_dir / "curation_report.json", mixture.report(), "the curation report")
     return mixture
 
 
@@ -302,7 +302,8 @@ def _weighted(rows: List[Dict[str, str]], weight: float, rng: random.Random) -> 
 
 
 def _write_jsonl(path: Path, rows: List[Dict[str, str]]) -> None:
-    with path.open("w") as f:
+    """Written whole or not at all: a full disk never leaves a short train.jsonl that training would take as given."""
+    with files.atomic(path, f"the curated rows ({path.name})") as f:
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 

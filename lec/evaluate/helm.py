@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from lec import progress
+from lec import procs, progress
 
 log = logging.getLogger(__name__)
 ORG = "lec"  # HELM model names are lec/<label>, e.g. lec/tuned, lec/base
@@ -164,19 +164,15 @@ def helm_run(
     output_path.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     timed_out = False
-    with log_path.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=helm_env(cache_dir))
+    with log_path.open("w") as out, procs.child(cmd, grace_s=5.0, stdout=out, stderr=subprocess.STDOUT,
+                                                 env=helm_env(cache_dir)) as proc:  # stopped however this ends
         try:
             rc = progress.wait(proc, budget_s, f"helm-run {suite}",  # periodic "N runs finished" log lines
                                lambda: f"{len(list((output_path / 'runs' / suite).glob('*/stats.json')))} runs finished")
         except subprocess.TimeoutExpired:
             timed_out = True
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            rc = proc.wait()
+            procs.stop([proc], grace_s=30.0)  # finished runs are on disk; a run being written is left unfinished
+            rc = proc.returncode
     return HelmRun(output_path, suite, rc, time.perf_counter() - start, timed_out, log_path)
 
 
@@ -188,10 +184,10 @@ def helm_summarize(output_path: Path, suite: str, cache_dir: Path, timeout_s: fl
         "--schema-validation", "warn",
         "-n", "1",
     ]  # fmt: skip
-    with (output_path / f"helm-summarize-{suite}.log").open("w") as out:
+    with (output_path / f"helm-summarize-{suite}.log").open("w") as out, \
+            procs.child(cmd, grace_s=5.0, stdout=out, stderr=subprocess.STDOUT, env=helm_env(cache_dir)) as proc:
         try:
-            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=helm_env(cache_dir),
-                                  timeout=timeout_s).returncode  # fmt: skip
+            return proc.wait(timeout_s)
         except subprocess.TimeoutExpired:  # summaries are for people; the metrics come from stats.json
             log.warning("helm-summarize took over %.0f s; skipped", timeout_s)
             return -1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 from typing import Iterator, List, Optional, Tuple
 
 import requests
+
+from lec import procs
 
 
 class ServerError(RuntimeError):
@@ -52,7 +53,7 @@ def start(spec: ServerSpec) -> Tuple[subprocess.Popen, str]:
         cmd.append(f"hardware.num_threads={spec.threads}")
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
     with spec.log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = procs.start(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)  # dies with lec, even on kill -9
     return proc, f"http://{spec.host}:{port}"
 
 
@@ -67,8 +68,7 @@ def serving(specs: List[ServerSpec], timeout_s: float = 180.0) -> Iterator[List[
             wait_ready(url, proc, spec.log_path, timeout_s)
         yield [url for _, url in started]
     finally:
-        for proc, _ in started:
-            stop(proc)
+        procs.stop([proc for proc, _ in started])  # all at once: a stop takes one grace period, not one per server
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: float) -> None:
@@ -86,19 +86,8 @@ def wait_ready(url: str, proc: subprocess.Popen, log_path: Path, timeout_s: floa
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM the server's process group (or the process alone if it leads none), SIGKILL after `grace_s`."""
-    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, None)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(sig)
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            continue
+    """SIGTERM the server's process group, SIGKILL after `grace_s`."""
+    procs.stop([proc], grace_s)
 
 
 def tail(path: Path, lines: int = 30) -> str:

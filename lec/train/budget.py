@@ -54,9 +54,15 @@ def find_resume(resume_from: Optional[str], default_root: Path) -> Optional[Path
     return found[-1]
 
 
+def state_of(checkpoint: Optional[Path]) -> dict:
+    """What lec wrote with `checkpoint`: elapsed_s (training seconds spent so far, carried across resumes),
+    global_step, run_id (the MLflow run that wrote it) and stopped_by_budget; {} for a fresh run."""
+    return {} if checkpoint is None else json.loads((checkpoint / STATE).read_text())
+
+
 def elapsed_in(checkpoint: Optional[Path]) -> float:
     """Training seconds already spent when `checkpoint` was written (0 for a fresh run)."""
-    return 0.0 if checkpoint is None else float(json.loads((checkpoint / STATE).read_text())["elapsed_s"])
+    return float(state_of(checkpoint).get("elapsed_s", 0.0))
 
 
 class TimeBudget(TrainerCallback):
@@ -106,8 +112,8 @@ class AtomicCheckpoints(TrainerCallback):
     """Moves each checkpoint the Trainer finished writing under `.partial/` into `root/` in one rename, with the
     elapsed training time; keeps the newest `keep` complete ones."""
 
-    def __init__(self, root: Path, budget: TimeBudget, keep: int):
-        self.root, self.budget, self.keep = root, budget, max(1, keep)
+    def __init__(self, root: Path, budget: TimeBudget, keep: int, run_id: Optional[str] = None):
+        self.root, self.budget, self.keep, self.run_id = root, budget, max(1, keep), run_id
         self.root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.root / PARTIAL, ignore_errors=True)  # leftovers of a killed write
 
@@ -117,7 +123,8 @@ class AtomicCheckpoints(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         src = self.partial / f"checkpoint-{state.global_step}"
-        (src / STATE).write_text(json.dumps({"elapsed_s": self.budget.elapsed(), "global_step": state.global_step}))
+        (src / STATE).write_text(json.dumps({"elapsed_s": self.budget.elapsed(), "global_step": state.global_step,
+                                             "run_id": self.run_id, "stopped_by_budget": self.budget.stopped}))
         dst = self.root / src.name
         if dst.exists():  # the same step saved again (e.g. a resume that stopped at once): keep the new one
             old = self.root / f"{PARTIAL}-old-{src.name}"

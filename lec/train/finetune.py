@@ -17,12 +17,12 @@ from typing import Callable, Dict, List, Optional
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from lec import progress
+from lec import files, progress
 from lec.config import Device, ModelConfig
 from lec.data.mixture import read_jsonl
 from lec.models import load_model, load_tokenizer
 from lec.plan import RunLayout, TrainPlan
-from lec.train.budget import PARTIAL, AtomicCheckpoints, TimeBudget, elapsed_in, find_resume
+from lec.train.budget import PARTIAL, AtomicCheckpoints, TimeBudget, elapsed_in, find_resume, state_of
 from lec.train.packing import collate, encode, pack
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ class TrainResult:
     elapsed_s: float = 0.0  # training time including the runs this one resumed
     stopped_by_budget: bool = False
     resumed_from: Optional[Path] = None
+    resumed_from_run: Optional[str] = None  # the MLflow run that wrote the checkpoint this one resumed
+    stop_reason: str = ""  # why training stopped: budget (hardware.time_budget_h) | max_steps | epochs
     planned_steps: int = 0  # total_steps(): train.max_steps or adapter.epochs over the rows
     lora_targets: List[str] = field(default_factory=list)  # the module names peft adapted
 
@@ -188,6 +190,7 @@ def finetune(
     layout: RunLayout,
     base_dir: Optional[Path],
     on_metrics: Optional[Callable[[Dict[str, float], int], None]] = None,
+    run_id: Optional[str] = None,
 ) -> TrainResult:
     """layout.data/train.jsonl → layout.adapter (+ layout.checkpoints, layout.train_log). The memory pre-flight ran
     before (pipeline.run), when train.preflight."""
@@ -209,7 +212,6 @@ def finetune(
              "(%.0f s used)", trainable, len(rows), steps, train.rows_per_step, train.tokens_per_step, train.lr,
              budget.budget_s, budget.elapsed_before)  # fmt: skip
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     log_path = layout.train_log
     if resume is None:
         log_path.unlink(missing_ok=True)
@@ -219,7 +221,7 @@ def finetune(
         args=training_args(train, ckpt_root, steps),
         train_dataset=rows,
         data_collator=collate(tokenizer.pad_token_id, flatten=flatten),
-        callbacks=[LossLog(log_path, on_metrics), budget, AtomicCheckpoints(ckpt_root, budget, train.save_total_limit),
+        callbacks=[LossLog(log_path, on_metrics), budget, AtomicCheckpoints(ckpt_root, budget, train.save_total_limit, run_id),
                    progress.trainer_callback("finetune")],  # a bar in a terminal, periodic log lines in sweeps/logs
     )
     trainer.remove_callback(PrinterCallback)  # LossLog reports progress; no dict printed per step
@@ -229,12 +231,16 @@ def finetune(
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
 
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    done = trainer.state.global_step - (json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0)
+    with files.atomic_dir(out_dir, "the trained adapter") as tmp:  # evaluate never serves a half-written adapter
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    before = state_of(resume)
+    done = trainer.state.global_step - before.get("global_step", 0)
     tokens = sum(len(r["input_ids"]) for r in rows) * done * train.rows_per_step // max(1, len(rows))
+    reason = "budget" if budget.stopped else ("max_steps" if train.max_steps else "epochs")
     return TrainResult(out_dir, trainer.state.global_step, float(result.training_loss), seconds, tokens, trainable,
-                       log_path, budget.elapsed(), budget.stopped, resume, steps, targets)  # fmt: skip
+                       log_path, budget.elapsed(), budget.stopped, resume, before.get("run_id"), reason, steps,
+                       targets)  # fmt: skip
 
 
 def _peft_targets(model) -> List[str]:
