@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator, Optional
 
 # errnos that mean "this path cannot be written", as opposed to a bug: they get one line, not a traceback
 UNWRITABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EFBIG}
@@ -30,8 +30,9 @@ def describe(err: OSError, what: str) -> str:
 
 
 @contextlib.contextmanager
-def _one_line(path: Path, what: str, cleanup) -> Iterator[None]:
-    """Any failure runs `cleanup` (the partial file goes); an unwritable path becomes a WriteError naming it."""
+def one_line(what: str, path: Optional[Path] = None, cleanup: Callable[[], Any] = lambda: None) -> Iterator[None]:
+    """An unwritable path (full disk, read-only, no permission) inside the block becomes a WriteError naming it and
+    `what` was being written; any failure runs `cleanup` first (the partial file goes)."""
     try:
         yield
     except OSError as err:
@@ -39,7 +40,7 @@ def _one_line(path: Path, what: str, cleanup) -> Iterator[None]:
             cleanup()
         if err.errno not in UNWRITABLE:
             raise
-        err.filename = err.filename or str(path)
+        err.filename = err.filename or (str(path) if path else None)
         raise WriteError(describe(err, what)) from err
     except BaseException:
         with contextlib.suppress(OSError):
@@ -52,7 +53,7 @@ def atomic(path: Path, what: str, mode: str = "w") -> Iterator[IO[Any]]:
     """`with atomic(path, "the training rows") as f: f.write(…)` — `path` appears complete when the block ends."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    with _one_line(path, what, lambda: tmp.unlink(missing_ok=True)):
+    with one_line(what, path, lambda: tmp.unlink(missing_ok=True)):
         path.parent.mkdir(parents=True, exist_ok=True)
         with tmp.open(mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
@@ -67,7 +68,7 @@ def atomic_dir(path: Path, what: str) -> Iterator[Path]:
     path = Path(path)
     tmp, old = (path.with_name(f"{path.name}.{kind}-{os.getpid()}") for kind in ("partial", "old"))
     shutil.rmtree(tmp, ignore_errors=True)
-    with _one_line(path, what, lambda: shutil.rmtree(tmp, ignore_errors=True)):
+    with one_line(what, path, lambda: shutil.rmtree(tmp, ignore_errors=True)):
         tmp.mkdir(parents=True)
         yield tmp
         if path.exists():
@@ -88,7 +89,7 @@ def write_json(path: Path, data: Any, what: str) -> None:
 def check_writable(directory: Path, what: str) -> None:
     """Fail now, in one line, if `directory` cannot be created or written (before any heavy work)."""
     probe = Path(directory) / f".lec-write-test-{os.getpid()}"
-    with _one_line(Path(directory), what, lambda: probe.unlink(missing_ok=True)):
+    with one_line(what, Path(directory), lambda: probe.unlink(missing_ok=True)):
         Path(directory).mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ok")
         probe.unlink()

@@ -73,14 +73,18 @@ def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: Li
     with track.run(plan, run_name, tags) as active:
         summary = RunSummary(layout.run_dir, active.info.run_id, timings)
         try:
-            track.log_plan(plan, config, choices)
+            with files.one_line("the run's plan and environment (MLflow artifacts)"):
+                track.log_plan(plan, config, choices)
             for name in names:
                 if name == "finetune" and not plan.train.enabled:
                     log.info("── finetune skipped (train.enabled=false): the base model is evaluated")
                     continue
                 log.info("── %s", name)
                 start = time.perf_counter()
-                result = _run_stage(STAGES[name], plan, layout)
+                stage = STAGES[name]
+                with files.one_line(f"the {name} stage's output"):  # a full disk: one line naming the stage
+                    result = stage.run(plan, layout)
+                    stage.record(result, plan, layout)
                 timings[name] = time.perf_counter() - start
                 log.info("── %s done in %.1f s", name, timings[name])
                 _summarise(summary, name, result)
@@ -94,18 +98,6 @@ def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: Li
                 files.write_json(layout.run_dir / "summary.json", _jsonable(summary), "the run summary")
         mlflow.log_artifact(str(layout.run_dir / "summary.json"))
     return summary
-
-
-def _run_stage(stage, plan: Plan, layout: RunLayout) -> Any:
-    """One stage and its records; a full disk or an unwritable path anywhere in it is one line naming the stage."""
-    try:
-        result = stage.run(plan, layout)
-        stage.record(result, plan, layout)
-        return result
-    except OSError as err:
-        if err.errno not in files.UNWRITABLE:
-            raise
-        raise files.WriteError(files.describe(err, f"the {stage.name} stage's output")) from err
 
 
 def _summarise(summary: RunSummary, name: str, result: Any) -> None:

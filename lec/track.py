@@ -55,7 +55,7 @@ def client(uri: str):
     return MlflowClient(uri)
 
 
-def experiment_id(tracking_uri: str, experiment: str, outputs_dir: str) -> str:
+def experiment_id(tracking_uri: str, experiment: str, outputs_dir: str, reap_dead: bool = True) -> str:
     """The experiment's id, created on first use. Runs that start together on a fresh outputs dir would race in
     MLflow's SQLite schema migration, so opening a SQLite store is serialised by a lock file beside it. The store's
     runs whose process is gone (kill -9, OOM killer, power loss) are marked here (`reap`)."""
@@ -74,7 +74,8 @@ def experiment_id(tracking_uri: str, experiment: str, outputs_dir: str) -> str:
                 exp_id = mlflow.get_experiment_by_name(experiment).experiment_id
         else:
             exp_id = exp.experiment_id
-    reap(tracking_uri, exp_id)
+    if reap_dead:
+        reap(tracking_uri, exp_id)
     return exp_id
 
 
