@@ -49,7 +49,7 @@ def test_budget_stop_checkpoint_and_resume_keep_the_elapsed_time(tmp_path, tiny_
     first_dir = _run_dir(tmp_path / "a")
     p = plan.build(config.compose(FAST + ["train.max_steps=2000", f"hardware.time_budget_h={8 / 3600}"]))
     assert p.train.time_budget_s == pytest.approx(8.0)
-    first = finetune(p.train, p.model, first_dir, tiny_dir)
+    first = finetune(p.train, p.model, first_dir, tiny_dir, run_id="run-a")
     # the stop is predicted from measured step/save times (exactly tested with a fake clock above); on a loaded
     # machine a step can take longer than predicted, so allow one slow step past the budget here
     assert first.stopped_by_budget and 1 < first.steps < 2000 and first.elapsed_s <= 8.0 + 2.0
@@ -58,6 +58,7 @@ def test_budget_stop_checkpoint_and_resume_keep_the_elapsed_time(tmp_path, tiny_
     (ckpt,) = complete_checkpoints(first_dir.checkpoints)
     state = json.loads((ckpt / STATE).read_text())
     assert state["global_step"] == first.steps and 0 < state["elapsed_s"] <= 8.0 + 2.0
+    assert state["run_id"] == "run-a" and state["stopped_by_budget"] and first.stop_reason == "budget"
 
     steps = first.steps + 3
     p2 = plan.build(config.compose(FAST + [f"train.max_steps={steps}", f"hardware.time_budget_h={60 / 3600}",
@@ -66,6 +67,7 @@ def test_budget_stop_checkpoint_and_resume_keep_the_elapsed_time(tmp_path, tiny_
     assert second.resumed_from == ckpt and second.steps == steps and not second.stopped_by_budget
     assert second.elapsed_s > state["elapsed_s"]  # continued the clock, not restarted
     assert second.elapsed_s - state["elapsed_s"] <= second.seconds
+    assert second.resumed_from_run == "run-a" and second.stop_reason == "max_steps"  # names what it continued
 
 
 def test_resume_ignores_partial_and_incomplete_checkpoints(tmp_path):

@@ -60,11 +60,6 @@ def state_of(checkpoint: Optional[Path]) -> dict:
     return {} if checkpoint is None else json.loads((checkpoint / STATE).read_text())
 
 
-def elapsed_in(checkpoint: Optional[Path]) -> float:
-    """Training seconds already spent when `checkpoint` was written (0 for a fresh run)."""
-    return float(state_of(checkpoint).get("elapsed_s", 0.0))
-
-
 class TimeBudget(TrainerCallback):
     """Stops training before `budget_s` of training time (carried across resumes) and saves a checkpoint.
 

@@ -22,7 +22,7 @@ from lec.config import Device, ModelConfig
 from lec.data.mixture import read_jsonl
 from lec.models import load_model, load_tokenizer
 from lec.plan import RunLayout, TrainPlan
-from lec.train.budget import PARTIAL, AtomicCheckpoints, TimeBudget, elapsed_in, find_resume, state_of
+from lec.train.budget import PARTIAL, AtomicCheckpoints, TimeBudget, find_resume, state_of
 from lec.train.packing import collate, encode, pack
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,8 @@ def finetune(
         torch.set_num_threads(train.num_threads)
     ckpt_root, out_dir = layout.checkpoints, layout.adapter
     resume = find_resume(train.resume_from, ckpt_root)
-    budget = TimeBudget(train.time_budget_s, elapsed_in(resume))
+    before = state_of(resume)  # read now: the checkpoint may be rotated away (save_total_limit) while training
+    budget = TimeBudget(train.time_budget_s, before.get("elapsed_s", 0.0))
 
     tokenizer = load_tokenizer(model_cfg, path=str(base_dir) if base_dir else None)
     rows = training_rows(train, encode(read_jsonl(layout.data / "train.jsonl"), tokenizer, train))
@@ -234,7 +235,6 @@ def finetune(
     with files.atomic_dir(out_dir, "the trained adapter") as tmp:  # evaluate never serves a half-written adapter
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-    before = state_of(resume)
     done = trainer.state.global_step - before.get("global_step", 0)
     tokens = sum(len(r["input_ids"]) for r in rows) * done * train.rows_per_step // max(1, len(rows))
     reason = "budget" if budget.stopped else ("max_steps" if train.max_steps else "epochs")
