@@ -100,18 +100,29 @@ def load_source(src: SourceConfig, seed: int) -> Iterable[Dict[str, Any]]:
 BAD = "__lec_bad__"  # key of a placeholder row for a line that could not be read
 
 
+def _shown(value: Any) -> str:
+    """A value as the report shows it: cut to 200 characters, lone surrogates escaped (the report is UTF-8)."""
+    return str(value)[:200].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _jsonl_rows(path: Path) -> Iterable[Dict[str, Any]]:
+    """One row per line; every line is accounted for: a blank line, undecodable bytes or broken JSON is a bad row
+    with its reason. A UTF-8 byte-order mark (Windows editors write one) is not part of the JSON."""
     with path.open("rb") as f:
         for raw in f:
-            if not raw.strip():
+            shown = raw[:200].decode("utf-8", "replace")
+            try:
+                text = raw.decode("utf-8").removeprefix("\ufeff")
+            except UnicodeDecodeError:
+                yield {BAD: "undecodable line (not UTF-8)", "line": shown}
+                continue
+            if not text.strip():
+                yield {BAD: "blank line", "line": shown}
                 continue
             try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield {BAD: "undecodable line (not UTF-8)", "line": raw[:200].decode("utf-8", "replace")}
-                continue
+                row = json.loads(text)
             except json.JSONDecodeError:
-                yield {BAD: "not valid JSON", "line": raw[:200].decode("utf-8", "replace")}
+                yield {BAD: "not valid JSON", "line": shown}
                 continue
             yield row if isinstance(row, dict) else {BAD: "line is not a JSON object", "line": str(row)[:200]}
 
@@ -146,17 +157,27 @@ def oasst_threads(messages: Iterable[Dict[str, Any]], max_turns: Optional[int] =
     return threads
 
 
+class BadField(ValueError):
+    """A field that exists but has the wrong shape; the message is the bad-row reason."""
+
+
+def _turns(row: Dict[str, Any], col: str) -> List[str]:
+    turns = row[col]
+    if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
+        raise BadField(f"{col} is not a list of turns (got {type(turns).__name__})")  # a string would be sliced
+    return turns
+
+
 def _get(row: Dict[str, Any], spec: str) -> Any:
     """A column (`output`), a list element (`conversations[1]`, negative indices allowed) or a joined slice
     (`join(conversations[:-1])`, turns joined by blank lines)."""
     m = _JOIN.match(spec)
     if m:
-        items = row[m["col"]][slice(int(m["a"]) if m["a"] else None, int(m["b"]) if m["b"] else None)]
-        return "\n\n".join(items)
+        return "\n\n".join(_turns(row, m["col"])[slice(int(m["a"]) if m["a"] else None, int(m["b"]) if m["b"] else None)])
     m = _INDEX.match(spec)
     if not m:
         return row[spec]
-    return row[m["col"]][int(m["i"])]
+    return _turns(row, m["col"])[int(m["i"])]
 
 
 def normalise(row: Dict[str, Any], src: SourceConfig, template: Template) -> Tuple[Optional[Dict[str, str]], str]:
@@ -168,6 +189,8 @@ def normalise(row: Dict[str, Any], src: SourceConfig, template: Template) -> Tup
     for key, spec in mapping.items():
         try:
             value = _get(row, spec)
+        except BadField as err:
+            return None, str(err)
         except (KeyError, IndexError, TypeError):
             if key == "input":  # optional: most instruction data has no separate input
                 out[key] = ""
@@ -177,9 +200,11 @@ def normalise(row: Dict[str, Any], src: SourceConfig, template: Template) -> Tup
             value = ""
         if not isinstance(value, str):
             return None, f"{key} is not text"
-        if "\ufffd" in value:  # U+FFFD: bytes that did not decode
-            return None, f"{key} is not valid UTF-8"
-        out[key] = value
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape ("\\ud800") decodes to a str no file can hold
+            return None, f"{key} has a lone surrogate (not text)"
+        out[key] = value  # (bytes that are not UTF-8 were caught when the line was decoded; U+FFFD itself is text)
     for key in ("text", "instruction", "output"):
         if key in out and not out[key].strip():
             return None, f"empty {key}"
@@ -252,7 +277,7 @@ def build_mixture(cfg: DataConfig, out_dir: Path, ctx: "Optional[Context]" = Non
             if row is None:
                 bad[reason] += 1
                 if len(report.bad_examples) < cfg.curation.examples_per_reason * 2:
-                    report.bad_examples.append({"reason": reason, "row": {k: str(v)[:200] for k, v in raw.items()}})
+                    report.bad_examples.append({"reason": reason, "row": {_shown(k): _shown(v) for k, v in raw.items()}})
                 continue
             kept.append(row)
         n_ok = len(kept)

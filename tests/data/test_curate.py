@@ -221,3 +221,16 @@ def test_word_cache_gives_what_word_hashes_gives_and_tokenises_each_text_once():
         want_words, want_offsets = ngrams.word_hashes(texts, {})
         assert words.tolist() == want_words.tolist() and offsets.tolist() == want_offsets.tolist()
     assert len(cache.index) == len(set(first) | set(later))  # each distinct text tokenised once
+
+
+@pytest.mark.parametrize("n_words, matched", [(7, False), (8, True), (12, True), (13, True)])
+def test_decontam_min_tokens_boundary(n_words, matched):
+    """min_tokens=8, ngram=13: an instance of 8..12 words counts when it occurs whole, one of 7 never does (too
+    common to mean a leak), one of 13 is an ordinary 13-gram."""
+    instance = " ".join(f"w{i}" for i in range(n_words))
+    inst = decontam.EvalInstances(units=[instance, " ".join(f"z{i}" for i in range(30))], available=True)
+    train = [f"Some preamble words here: {instance} and then more words after it"]
+    hits = decontam.contaminated(train, inst, n=13, min_tokens=8)
+    assert (hits == {0: 0}) is matched
+    if matched and n_words < 13:  # a short instance must occur whole: one word fewer is not a match
+        assert decontam.contaminated([" ".join(f"w{i}" for i in range(n_words - 1))], inst, 13, 8) == {}

@@ -6,6 +6,8 @@ import json
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lec import config
 from lec.config import DataConfig, SourceConfig, Template
@@ -235,3 +237,71 @@ def test_normalise_reports_non_text():
     src = SourceConfig(name="s", fields={"output": "answer"})
     row, reason = normalise({"instruction": "q", "answer": 3}, src, Template.alpaca)
     assert row is None and reason == "output is not text"
+
+
+def _ledger_balances(mix) -> None:
+    """Every row read is accounted for exactly once: bad, filtered, LLM-generated, not taken, dropped by a curation
+    step, or curated."""
+    dropped = {}
+    for step in mix.steps:
+        for name, n in step.dropped_by_source.items():
+            dropped[name] = dropped.get(name, 0) + n
+    for rep in mix.sources:
+        accounted = sum(rep.bad.values()) + rep.filtered + rep.llm_generated + rep.not_taken + rep.curated
+        assert rep.rows_in == accounted + dropped.get(rep.name, 0), vars(rep)
+
+
+def test_conversations_given_as_a_string_are_a_bad_row_not_characters(tmp_path):
+    """LIMA's mapping reads conversations[0] / join(conversations[:-1]): a string there would be sliced into
+    characters ("W\\n\\nh\\n\\na…") and trained on."""
+    rows = [{"conversations": ["What is 2+2?", "4"]}, {"conversations": "What is 2+2? 4"},
+            {"conversations": ["q", 5]}]  # fmt: skip
+    cfg = config.compose(["data=lima"]).data
+    cfg.sources[0].local_path = _jsonl(tmp_path / "lima.jsonl", rows)
+    cfg.val_fraction = 0.0
+    mix = build_mixture(cfg, tmp_path / "out")
+    assert mix.n_train == 1 and [r["instruction"] for r in read_jsonl(mix.train_path)] == ["What is 2+2?"]
+    assert mix.sources[0].bad == {"conversations is not a list of turns (got str)": 1,
+                                  "conversations is not a list of turns (got list)": 1}  # fmt: skip
+    _ledger_balances(mix)
+
+
+def test_bom_blank_lines_and_replacement_characters_are_read_as_they_are(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"instruction": "first, after a byte-order mark", "output": "a"}\n'
+                     b"   \n"
+                     b"\n"
+                     b'{"instruction": "a real \xef\xbf\xbd in the text", "output": "b"}\n'
+                     b'{"instruction": "lone \\ud800 surrogate", "output": "c"}\n')  # fmt: skip
+    cfg = DataConfig(name="x", val_fraction=0.0, sources=[SourceConfig(name="s", local_path=str(path))])
+    mix = build_mixture(cfg, tmp_path / "o")
+    assert sorted(r["output"] for r in read_jsonl(mix.train_path)) == ["a", "b"]
+    assert "\ufffd" in next(r["instruction"] for r in read_jsonl(mix.train_path) if r["output"] == "b")
+    rep = mix.sources[0]
+    assert rep.rows_in == 5 and rep.bad == {"blank line": 2, "instruction has a lone surrogate (not text)": 1}
+    _ledger_balances(mix)
+
+
+_value = st.one_of(st.text(max_size=30), st.integers(), st.none(), st.lists(st.text(max_size=10), max_size=3),
+                   st.booleans())  # fmt: skip
+_row = st.dictionaries(st.sampled_from(["instruction", "input", "output", "conversations", "x"]), _value, max_size=4)
+_line = st.one_of(_row.map(lambda r: json.dumps(r).encode()), st.binary(max_size=40),
+                  st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")))  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(_line, min_size=1, max_size=25))
+def test_any_file_is_curated_or_refused_cleanly_and_every_line_is_accounted_for(tmp_path, lines):
+    """Fuzzed lines (rows of any shape, random bytes, surrogates): never a crash, and the ledger balances."""
+    path = tmp_path / "fuzz.jsonl"
+    path.write_bytes(b"\n".join(line.replace(b"\n", b" ") for line in lines) + b"\n")
+    cfg = DataConfig(name="x", val_fraction=0.0, sources=[SourceConfig(name="s", local_path=str(path))])
+    try:
+        mix = build_mixture(cfg, tmp_path / "o")
+    except DataError as err:
+        assert "no usable rows" in str(err)
+        return
+    assert mix.sources[0].rows_in == len(lines)
+    _ledger_balances(mix)
+    for r in read_jsonl(mix.train_path):
+        assert isinstance(r["instruction"], str) and r["instruction"].strip() and r["output"].strip()
