@@ -136,7 +136,7 @@ def main() -> None:
     params.write_text(yaml.safe_dump(config.to_container(cfg)))
     commands = {
         "lec": lambda port: [sys.executable, "-m", "lec.serve", "--params", str(params), "--base", str(base),
-                             "--port", str(port), f"serve.max_batch_size={args.threads}"],
+                             f"serve.port={port}", f"serve.max_batch_size={args.threads}"],
         "naive": lambda port: [sys.executable, __file__, "--naive", str(base), str(port), device],
     }  # fmt: skip
     # Both servers run side by side and are loaded in alternation, so a noisy neighbour hits both alike.

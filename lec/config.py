@@ -453,8 +453,13 @@ class TrainConfig:
 class ServeConfig:
     """The lec model server (challenge HTTP API)."""
 
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # another address (0.0.0.0: every interface) needs api_key or allow_unauthenticated
     port: int = num(0, 0, 65535)  # 0 = pick a free port
+    api_key: Optional[str] = None  # clients send `Authorization: Bearer <key>` (every endpoint but /health); e.g.
+    # serve.api_key='${oc.env:LEC_API_KEY}' keeps it out of files. MLflow records only whether one was set.
+    allow_unauthenticated: bool = False  # serve a non-loopback address without a key (you firewall it yourself)
+    max_request_bytes: int = num(4 * 2**20, 1024)  # larger bodies get 413 before parsing; 4 MiB is ~100× the
+    # longest HELM prompt at a 2048-token context (a token is ≤ ~16 bytes of text for these vocabularies)
     max_seq_len: int = num(2048, 16)  # served context: prompt + completion (WEB question.md: ≤ 2048 tokens)
     max_batch_size: int = num(8, 1)  # rows decoded together (continuous batching); HELM's -n threads fill them
     batch_wait_ms: float = num(5.0, 0)  # when idle, how long the first request waits for others to start with it
@@ -735,10 +740,27 @@ def _check_train(train: TrainConfig) -> None:
 
 
 def _check_serve(serve: ServeConfig) -> None:
+    if not is_loopback(serve.host) and serve.api_key is None and not serve.allow_unauthenticated:
+        raise ConfigError(f"serve.host={serve.host} is reachable from other machines: set serve.api_key (clients "
+                          "send it as a Bearer token) or serve.allow_unauthenticated=true")  # fmt: skip
+    if serve.api_key is not None and len(serve.api_key) < 16:
+        raise ConfigError("serve.api_key must be at least 16 characters (e.g. `python -c 'import secrets; "
+                          "print(secrets.token_urlsafe())'`)")  # fmt: skip
     if serve.prompt_template is not None and "{prompt}" not in serve.prompt_template:
         raise ConfigError("serve.prompt_template must contain '{prompt}' where HELM's prompt goes")
     if serve.template_if_blank_lines_below is not None and serve.prompt_template is None:
         raise ConfigError("serve.template_if_blank_lines_below applies to serve.prompt_template, which is null")
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def compose(overrides: Optional[List[str]] = None, config_dir: Optional[Path] = None) -> LecConfig:

@@ -135,6 +135,9 @@ class ServePlan:
 
     host: str
     port: int
+    api_key: Optional[str]  # shown and logged as "set" / None, never the key (as_dict)
+    allow_unauthenticated: bool
+    max_request_bytes: int
     context: int  # served prompt + completion tokens
     max_batch_size: int
     batch_wait_ms: float
@@ -226,7 +229,8 @@ def build(cfg: LecConfig) -> Plan:
     )  # fmt: skip
     sv = cfg.serve
     serve = ServePlan(
-        host=sv.host, port=sv.port, context=sv.max_seq_len, max_batch_size=sv.max_batch_size,
+        host=sv.host, port=sv.port, api_key=sv.api_key, allow_unauthenticated=sv.allow_unauthenticated,
+        max_request_bytes=sv.max_request_bytes, context=sv.max_seq_len, max_batch_size=sv.max_batch_size,
         batch_wait_ms=sv.batch_wait_ms, max_new_tokens_limit=sv.max_new_tokens_limit,
         startup_timeout_s=sv.startup_timeout_s,
         prompt_template=sv.prompt_template or serving_template(cfg.data.template),
@@ -308,6 +312,8 @@ def as_dict(obj: Any) -> Any:
         out = {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
         if isinstance(obj, TrainPlan):
             out.update(rows_per_step=obj.rows_per_step, tokens_per_step=obj.tokens_per_step)
+        if isinstance(obj, ServePlan) and obj.api_key is not None:
+            out["api_key"] = "set"  # a secret: the plan says there is one, MLflow never holds it
         return out
     if isinstance(obj, enum.Enum):
         return obj.value

@@ -197,6 +197,9 @@ def log_plan(plan: Plan, config: Dict[str, Any], choices: Optional[Dict[str, str
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per call
         mlflow.log_params(dict(items[i : i + 100]))
     mlflow.log_text(lec_plan.to_yaml(plan), "plan/plan.yaml")
+    serve = config.get("serve", {})
+    if serve.get("api_key") is not None:  # the run dir's config.yaml keeps it (the servers read it); MLflow does not
+        config = {**config, "serve": {**serve, "api_key": "set"}}
     mlflow.log_dict(config, "config/config.yaml")
     env, freeze = environment()
     mlflow.set_tags({f"lec.env.{k}": v for k, v in env.items()})

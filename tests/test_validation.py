@@ -87,6 +87,9 @@ BAD = [
     (["train.resume_from=/nonexistent"], "train.resume_from=/nonexistent: no such directory"),
     (["serve.prompt_template='Q: x'"], "serve.prompt_template must contain '{prompt}'"),
     (["serve.template_if_blank_lines_below=2"], "applies to serve.prompt_template, which is null"),
+    (["serve.host=0.0.0.0"], "serve.host=0.0.0.0 is reachable from other machines: set serve.api_key"),
+    (["serve.host=0.0.0.0", "serve.api_key=short"], "serve.api_key must be at least 16 characters"),
+    (["serve.max_request_bytes=10"], "serve.max_request_bytes=10"),
     # plan-level (lec's tables)
     (["data.sources.0.generator=nope"], "data.sources.0.generator=nope: unknown"),
     (["score.pool=nope.json"], "score.pool=nope.json: neither a shipped pool"),

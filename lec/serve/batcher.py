@@ -3,8 +3,9 @@
 One worker thread owns the running batch. Between two steps it admits waiting requests into free slots (at most
 `max_batch_size` rows run at once), and a request leaves the batch at the step it finishes, so its caller is answered
 while the others go on. When idle, it waits `wait_ms` after the first request for others to start together.
-Requests are validated in the caller's thread before they queue, so one bad request gets its 422 and never fails
-its neighbours.
+Requests are validated (and tokenized) in the caller's thread before they queue, so one bad request gets its 422
+and never fails its neighbours, and a long prompt being tokenized holds up nobody. A cancelled request (its client
+went away) leaves the batch at the next step, or is never admitted.
 """
 
 from __future__ import annotations
@@ -30,14 +31,30 @@ class Batcher:
         self._queue: "queue.Queue[Tuple[Row, Future]]" = queue.Queue()
         self.steps = 0  # forward steps run, and the rows they carried (mean batch size for /health and tests)
         self.row_steps = 0
+        self.cancelled = 0  # requests whose client went away
+        self._running = 0  # rows in the running batch
         threading.Thread(target=self._loop, name="lec-batcher", daemon=True).start()
 
+    @property
+    def running(self) -> int:
+        return self._running
+
     def submit(self, req: ProcessRequest) -> dict:
+        """Decode one request and return its response (blocks the calling thread)."""
         row = self.engine.row(req)  # RequestError here, in the caller's thread
+        self.enqueue(row).result()
+        return self.engine.respond(row)  # built in the caller's thread: the worker goes on decoding
+
+    def enqueue(self, row: Row) -> Future:
+        """Queue a validated row; the future completes when the row is done (or fails with its step)."""
         fut: Future = Future()
         self._queue.put((row, fut))
-        fut.result()
-        return self.engine.respond(row)  # built in the caller's thread: the worker goes on decoding
+        return fut
+
+    def cancel(self, row: Row) -> None:
+        """Nobody waits for this row any more: it stops at the next step (the worker drops it)."""
+        row.cancelled = True
+        self.cancelled += 1
 
     def _admit(self, running: int) -> List[Tuple[Row, Future]]:
         """Waiting requests for the free slots: block for the first one only when nothing is running."""
@@ -62,7 +79,7 @@ class Batcher:
         batch: Optional[Batch] = None
         waiting: List[Tuple[Row, Future]] = []  # admitted rows whose callers have not been answered yet
         while True:
-            joining = self._admit(len(batch.rows) if batch else 0)
+            joining = [(row, fut) for row, fut in self._admit(len(batch.rows) if batch else 0) if not row.cancelled]
             waiting += joining
             try:
                 with self.engine.lock:
@@ -84,3 +101,4 @@ class Batcher:
                 if row.done:
                     fut.set_result(None)
             waiting = [(row, fut) for row, fut in waiting if not row.done]
+            self._running = len(waiting)

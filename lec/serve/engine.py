@@ -33,7 +33,12 @@ GREEDY_TEMPERATURE = 1e-6
 
 
 class RequestError(ValueError):
-    """A well-formed request the model cannot serve (e.g. a prompt longer than its context) → HTTP 422."""
+    """A well-formed request the model cannot serve (e.g. a prompt longer than its context) → HTTP 422 naming
+    `field`, the request field at fault."""
+
+    def __init__(self, message: str, field: str = "prompt"):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -55,6 +60,7 @@ class Row:
     prompt_steps: List[Step] = field(default_factory=list)
     steps: List[Step] = field(default_factory=list)
     done: bool = False
+    cancelled: bool = False  # its client went away: it stops at the next step
 
 
 @dataclass
@@ -119,9 +125,6 @@ class Engine:
         # model's forward supports it (every transformers CausalLM does; remote code may not).
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
         self.lock = threading.Lock()  # one decoding step at a time
-        # HF fast tokenizers keep truncation settings as shared state: calls with and without truncation from
-        # different threads would change each other's results, so every encode goes through this lock.
-        self._tok_lock = threading.Lock()
         self._special = set(tokenizer.all_special_ids)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
@@ -129,6 +132,9 @@ class Engine:
         # Text of every single token, decoded once: the per-step top-k alternatives read it instead of decoding.
         # The output layer can be wider than the tokenizer (Qwen pads it to a multiple of 128): those ids read "".
         pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+        # No token covers more bytes than the longest piece (+4 for byte-fallback and normaliser slack), so a
+        # prompt longer than context × that cannot fit: refused without spending seconds tokenizing megabytes.
+        self._max_prompt_bytes = (context + 8) * (max(len(p.encode("utf-8")) for p in pieces) + 4)
         width = model.get_output_embeddings().weight.shape[0]
         self._piece = pieces + [""] * max(0, width - len(pieces))
         # Tokens the prompt wrapper adds, +2 because BPE merges across its two joins can each shift the count by
@@ -140,9 +146,10 @@ class Engine:
     # --- tokenizer endpoints -------------------------------------------------------------------------------------
 
     def tokenize(self, text: str, truncation: bool = True, max_length: int = 2048, specials: bool = True) -> List[int]:
-        # Truncation keeps the first max_length tokens (HELM's window service truncates from the right).
-        with self._tok_lock:
-            ids = self.tokenizer(text, add_special_tokens=specials).input_ids
+        # Truncation keeps the first max_length tokens (HELM's window service truncates from the right). It is done
+        # here, never by the tokenizer: an HF fast tokenizer keeps truncation settings as state shared by threads,
+        # and as no call changes them, threads tokenize at once without a lock (the Rust side releases the GIL).
+        ids = self.tokenizer(text, add_special_tokens=specials).input_ids
         return ids[:max_length] if truncation else ids
 
     def decode(self, tokens: List[int]) -> str:
@@ -152,6 +159,10 @@ class Engine:
 
     def check(self, req: ProcessRequest) -> Tuple[List[int], int]:
         """Validate against the model: (prompt ids, new tokens allowed) or RequestError."""
+        size = len(req.prompt.encode("utf-8"))
+        if size > self._max_prompt_bytes:
+            raise RequestError(f"prompt is {size} bytes: more than the model's context of "
+                               f"{self.context} tokens can hold; truncate it (/tokenize truncation=true max_length=…)")
         # The wrapper applies to generation only: an echoed prompt is scored as HELM sent it.
         if req.echo_prompt:
             prompt_ids = self.tokenize(req.prompt, truncation=False)
@@ -166,7 +177,8 @@ class Engine:
                 "(truncate it, e.g. with /tokenize truncation=true max_length=…)"
             )
         if req.max_new_tokens > self.max_new_tokens_limit:
-            raise RequestError(f"max_new_tokens={req.max_new_tokens} exceeds this server's limit {self.max_new_tokens_limit}")
+            raise RequestError(f"max_new_tokens={req.max_new_tokens} exceeds this server's limit "
+                               f"{self.max_new_tokens_limit}", "max_new_tokens")  # fmt: skip
         return prompt_ids, min(req.max_new_tokens, self.context - len(prompt_ids))
 
     def row(self, req: ProcessRequest) -> Row:
@@ -261,6 +273,8 @@ class Engine:
         top_v, top_i = (x.tolist() for x in torch.topk(logp, k, dim=-1))
         chosen = [self.pad_id] * len(batch.rows)
         for i, r in enumerate(batch.rows):
+            if r.cancelled:
+                r.done = True
             if r.done:
                 continue
             sampled = r.req.temperature > GREEDY_TEMPERATURE

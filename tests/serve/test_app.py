@@ -114,17 +114,85 @@ def test_tokenize_honours_truncation_and_decode_inverts_it(client):
 def test_bad_requests_get_422_with_a_message(client, body, field):
     r = client.post("/process", json=body)
     assert r.status_code == 422
-    assert field in r.json()["detail"]
+    _standard_422(r.json(), field)
+
+
+def _standard_422(body: dict, field: str) -> str:
+    """FastAPI's HTTPValidationError: detail is a list of {loc, msg, type}; returns the messages."""
+    assert set(body) == {"detail"} and isinstance(body["detail"], list) and body["detail"]
+    for e in body["detail"]:
+        assert {"loc", "msg", "type"} <= set(e) and isinstance(e["loc"], list) and isinstance(e["msg"], str)
+    assert any(field in e["loc"] for e in body["detail"]), body
+    return " ".join(e["msg"] for e in body["detail"])
 
 
 def test_malformed_json_and_overlong_prompt_are_4xx(client, engine):
     r = client.post("/process", content=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 422 and r.json()["detail"]
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
     r = client.post("/process", json={"prompt": "word " * (engine.context + 10)})
-    assert r.status_code == 422 and "context" in r.json()["detail"]
-    r = client.post("/decode", json={"tokens": [10**9]})
-    assert r.status_code == 422 and "out of range" in r.json()["detail"]
+    assert r.status_code == 422 and "context" in _standard_422(r.json(), "prompt")
+    r = client.post("/process", json={"prompt": "x", "max_new_tokens": engine.max_new_tokens_limit + 1})
+    assert r.status_code == 422 and "limit" in _standard_422(r.json(), "max_new_tokens")
+    r = client.post("/decode", json={"tokens": [5, 10**9]})
+    assert r.status_code == 422 and "outside the vocabulary" in _standard_422(r.json(), "tokens")
+    assert r.json()["detail"][0]["loc"] == ["body", "tokens", 1]
     assert client.get("/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("path, field", [("/process", "prompt"), ("/tokenize", "text")])
+def test_a_lone_surrogate_is_422_not_500(client, path, field):
+    raw = ('{"%s": "a\\ud800b"}' % field).encode()  # valid JSON, no valid Unicode
+    r = client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "surrogate" in _standard_422(r.json(), field)
+    r = client.post("/process", content=b'{"prompt": "x", "stop_sequences": ["\\udc00"]}',
+                    headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 422 and "surrogate" in _standard_422(r.json(), "stop_sequences")
+
+
+@pytest.mark.parametrize("key", ["num_samples", "num_return_sequences"])
+def test_more_than_one_completion_is_refused_not_ignored(client, key):
+    r = client.post("/process", json={"prompt": "x", key: 4, "max_new_tokens": 1})
+    assert r.status_code == 422 and "one completion per request" in _standard_422(r.json(), key)
+    assert client.post("/process", json={"prompt": "x", key: 1, "max_new_tokens": 1}).status_code == 200
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(engine):
+    client = TestClient(create_app(engine, max_request_bytes=64 * 1024))
+    big = {"prompt": "x" * 100_000}
+    r = client.post("/process", json=big)
+    assert r.status_code == 413 and "serve.max_request_bytes" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit counts what arrives
+        for _ in range(20):
+            yield b" " * 8192
+
+    r = client.post("/process", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert client.post("/process", json={"prompt": "x", "max_new_tokens": 1}).status_code == 200  # under it: served
+    ok = client.post("/process", content=iter([b'{"prompt": "x", ', b'"max_new_tokens": 1}']),
+                     headers={"content-type": "application/json"})  # fmt: skip
+    assert ok.status_code == 200, ok.text  # a chunked body under the limit reaches the app whole
+
+
+def test_a_prompt_too_long_for_any_context_is_refused_without_tokenizing(engine):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(Exception, match="more than the model's context"):
+        engine.check(ProcessRequest(prompt="word " * 2_000_000))  # 10 MB: tokenizing it takes seconds
+    assert time.perf_counter() - start < 0.5
+
+
+def test_an_api_key_guards_every_endpoint_but_health(engine):
+    key = "k" * 24
+    client = TestClient(create_app(engine, api_key=key))
+    body = {"prompt": "x", "max_new_tokens": 1}
+    assert client.get("/health").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong-key-wrong-key"}, {"Authorization": key}):
+        for path, payload in (("/process", body), ("/tokenize", {"text": "x"}), ("/decode", {"tokens": [1]})):
+            r = client.post(path, json=payload, headers=headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", (path, headers)
+    assert client.post("/process", json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
 
 def test_prompt_format_wraps_and_cleans(engine):
