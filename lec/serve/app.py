@@ -19,9 +19,11 @@ from typing import Any, Dict, List, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lec.serve.api import (
     DecodeRequest,
@@ -50,6 +52,8 @@ def create_app(engine: Engine, name: str = "lec", max_batch_size: int = 8, batch
     batcher = Batcher(engine, max_batch_size, batch_wait_ms)
     app.state.batcher = batcher
     bearer = HTTPBearer(auto_error=False)
+    extra = {**({401: {"description": "no or a wrong Bearer token (serve.api_key)"}} if api_key else {}),
+             **({413: {"description": "body over serve.max_request_bytes"}} if max_request_bytes else {})}
 
     def authorised(creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> None:
         if api_key is None:
@@ -64,6 +68,13 @@ def create_app(engine: Engine, name: str = "lec", max_batch_size: int = 8, batch
         return JSONResponse(status_code=422, content={"detail": [problem(list(e["loc"]), e["msg"], e["type"])
                                                                  for e in exc.errors()]})  # fmt: skip
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400:  # FastAPI's only 400: a body that is not UTF-8 (invalid JSON is its 422 already)
+            return JSONResponse(status_code=422, content={"detail": [problem(["body"], "the body is not UTF-8 JSON",
+                                                                             "json_invalid")]})  # fmt: skip
+        return await http_exception_handler(request, exc)
+
     @app.get("/health")
     def health() -> dict:
         steps = batcher.steps
@@ -71,7 +82,7 @@ def create_app(engine: Engine, name: str = "lec", max_batch_size: int = 8, batch
                 "steps": steps, "mean_batch_size": batcher.row_steps / steps if steps else 0.0,
                 "running": batcher.running, "cancelled": batcher.cancelled}  # fmt: skip
 
-    @app.post("/process", response_model=ProcessResponse, dependencies=[Depends(authorised)])
+    @app.post("/process", responses=extra, response_model=ProcessResponse, dependencies=[Depends(authorised)])
     async def process(req: ProcessRequest, request: Request) -> Response:
         try:
             row = await run_in_threadpool(engine.row, req)  # tokenizing never holds up the event loop or the batch
@@ -89,13 +100,13 @@ def create_app(engine: Engine, name: str = "lec", max_batch_size: int = 8, batch
         result = await run_in_threadpool(engine.respond, row)
         return Response(json.dumps(result), media_type="application/json")
 
-    @app.post("/tokenize", response_model=TokenizeResponse, dependencies=[Depends(authorised)])
+    @app.post("/tokenize", responses=extra, response_model=TokenizeResponse, dependencies=[Depends(authorised)])
     def tokenize(req: TokenizeRequest) -> dict:
         start = time.perf_counter()
         tokens = engine.tokenize(req.text, req.truncation, req.max_length)
         return {"tokens": tokens, "request_time": time.perf_counter() - start}
 
-    @app.post("/decode", response_model=DecodeResponse, dependencies=[Depends(authorised)])
+    @app.post("/decode", responses=extra, response_model=DecodeResponse, dependencies=[Depends(authorised)])
     def decode(req: DecodeRequest) -> dict:
         start = time.perf_counter()
         vocab = len(engine.tokenizer)
