@@ -326,7 +326,7 @@ class Engine:
         if req.top_p < 1.0:
             sorted_scores, order = torch.sort(scores, descending=True)
             probs = torch.softmax(sorted_scores, dim=-1)
-            drop = torch.cumsum(probs, dim=-1) - probs > req.top_p  # keep the smallest set reaching top_p
+            drop = torch.cumsum(probs, dim=-1) - probs >= req.top_p  # keep the smallest set reaching top_p
             scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
         return int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=r.generator))
 
