@@ -118,3 +118,32 @@ def test_schemathesis_finds_no_5xx_and_no_response_outside_the_schema(engine, mo
             failures.append(f"{operation.method.upper()} {operation.path}: {err}")
     assert not failures, "\n\n".join(failures)
     assert len(calls) >= 60 and (422 in calls) and (mode == "negative" or 200 in calls)  # it exercised the server
+
+
+def test_the_readme_s_public_server_needs_its_bearer_key(tmp_path):
+    """`python -m lec.serve serve.host=0.0.0.0 … serve.api_key=${oc.env:LEC_API_KEY}` as the README runs it."""
+    import os
+    import signal
+
+    port, key = free_port("0.0.0.0"), "k" * 32
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "lec.serve", "serve.host=0.0.0.0", f"serve.port={port}",
+                             "serve.api_key=${oc.env:LEC_API_KEY}", f"outputs_dir={tmp_path}"], cwd=ROOT,
+                            env={**os.environ, "LEC_API_KEY": key}, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        body = {"prompt": "x", "max_new_tokens": 1}
+        assert requests.post(f"{url}/process", json=body, timeout=30).status_code == 401
+        ok = requests.post(f"{url}/process", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert ok.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert "reachable from other machines" in (tmp_path / "serve.log").read_text()
