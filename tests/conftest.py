@@ -39,3 +39,25 @@ def engine(default_plan, tiny_dir):
     from lec.serve.load import load_engine
 
     return load_engine(default_plan.serve, default_plan.model, base=str(tiny_dir))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """`tmpfs("3m")` → a fresh directory on a tmpfs of that size (writes past it fail with ENOSPC, like a full
+    disk); unmounted after the test. Needs root (CI runs as root), else the test is skipped."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"disk-{len(mounted)}"
+        mnt.mkdir()
+        cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)]
+        if os.geteuid() != 0 or subprocess.run(cmd).returncode:
+            pytest.skip("mounting a tmpfs needs root")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)])

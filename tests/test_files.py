@@ -37,18 +37,8 @@ def test_atomic_dir_replaces_the_whole_dir_or_nothing(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["adapter"] and os.listdir(out) == ["new.bin"]
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 64 KiB tmpfs (needs root; CI runs as root): writes past it fail with ENOSPC like a full disk."""
-    mnt = tmp_path / "full"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("mounting a tmpfs needs root")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)])
-
-
-def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_partial_file(full_disk):
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_partial_file(tmpfs):
+    full_disk = tmpfs("64k")
     target = full_disk / "data" / "train.jsonl"
     with pytest.raises(files.WriteError) as err:
         with files.atomic(target, "the curated rows (train.jsonl)") as f:

@@ -144,19 +144,10 @@ def test_a_second_live_run_in_the_same_dir_is_refused(tmp_path):
     assert second.stderr.strip().splitlines()[-1].startswith(f"lec: the run dir {tmp_path}/run is in use by a running")
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("mounting a tmpfs needs root")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)])
-
-
-def test_a_full_disk_is_one_line_marks_the_run_failed_and_leaves_no_partial_rows(tmp_path, small_disk):
+def test_a_full_disk_is_one_line_marks_the_run_failed_and_leaves_no_partial_rows(tmp_path, tmpfs):
     """outputs_dir on a 3 MB disk (the tiny model's weights fit, the 2.6 MB of training rows do not); the MLflow
     store elsewhere, writable: the run is FAILED with the line, and no train.jsonl is left to be taken as whole."""
+    small_disk = tmpfs("3m")
     store = f"sqlite:///{tmp_path}/mlflow.db"
     out = subprocess.run([sys.executable, "-m", "lec", f"outputs_dir={small_disk}", f"mlflow.tracking_uri={store}",
                           *SMALL], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
