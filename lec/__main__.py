@@ -32,6 +32,7 @@ OWN_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--info", "-i", "--she
 @hydra.main(version_base="1.3", config_path=str(config.CONF_DIR), config_name="config")
 def main(dcfg: DictConfig) -> Optional[float]:
     """The task function; its return value is what a sweeper (Optuna) optimises."""
+    procs.install_signal_handlers()  # also in a submitit job process, where the `__main__` block below never runs
     if HydraConfig.get().mode is RunMode.MULTIRUN:
         return sweep.job(dcfg, run)  # a failing job is recorded (child FAILED) and returns None; the sweep goes on
     try:

@@ -19,6 +19,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Iterator, List, Optional
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,41 @@ def stop(procs: List[subprocess.Popen], grace_s: float = 10.0) -> None:
     for p in procs:  # the group's other members (a server's workers) go with it
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(p.pid, signal.SIGKILL)
+
+
+def children(marker: str) -> List[int]:
+    """Pids of this process's children whose command line contains `marker` (processes a library started)."""
+    me, found = os.getpid(), []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])  # field 4, after the command name
+            cmdline = (d / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if ppid == me and marker.encode() in cmdline:
+            found.append(int(d.name))
+    return found
+
+
+def stop_pids(pids: List[int], grace_s: float = 10.0) -> None:
+    """`stop` for children this process did not start through `start` (no Popen): SIGTERM, SIGKILL after
+    `grace_s`, each reaped."""
+    alive = set(pids)
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while alive and time.monotonic() < deadline:
+            for pid in list(alive):
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        alive.discard(pid)
+                except ChildProcessError:  # reaped elsewhere (its Popen), or not ours
+                    alive.discard(pid)
+            time.sleep(0.05)
 
 
 @contextlib.contextmanager

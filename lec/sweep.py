@@ -40,7 +40,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lec import config as lec_config
-from lec import files
+from lec import files, procs
 from lec.config import LecConfig, SweepConfig
 from lec.track import (PARENT_FILE, Parent, latest_per_overrides, objective_of, process_tags, read_parent,
                        write_parent)
@@ -48,6 +48,7 @@ from lec.track import client as mlflow_client
 
 log = logging.getLogger(__name__)
 JOBS_FILE = "jobs.jsonl"
+_HELD = contextlib.ExitStack()  # the launcher's lock on its sweep dir
 
 
 
@@ -299,8 +300,9 @@ class SweepCallback(Callback):
         self.sweep: Optional[SweepConfig] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.held = contextlib.ExitStack()  # the sweep dir is this launcher's until it exits: a second sweep is refused
-        self.held.enter_context(files.claim(Path(str(config.hydra.sweep.dir)).resolve(), "the sweep dir"))
+        # The sweep dir is this launcher's until it exits: a second live sweep there is refused. (The lock lives in
+        # the module, not on the callback: launchers pickle their callbacks into each job.)
+        _HELD.enter_context(files.claim(Path(str(config.hydra.sweep.dir)).resolve(), "the sweep dir"))
         self.parent = open_parent(config)
         self.sweep = _master_cfg(config).sweep
         atexit.register(self._close_if_open)
@@ -332,7 +334,7 @@ class SweepCallback(Callback):
             return
         parent, self.parent = self.parent, None
         close_parent(parent, self.sweep)
-        self.held.close()
+        _HELD.close()
         if self.sweep.compare:
             try:
                 from lec import compare
@@ -343,8 +345,20 @@ class SweepCallback(Callback):
                 log.warning("sweep plots failed: %s: %s", type(err).__name__, err, exc_info=True)
 
     def _close_if_open(self) -> None:
-        """Hydra skips on_multirun_end when a job raises or the sweep is interrupted: close the parent anyway."""
+        """Hydra skips on_multirun_end when a job raises or the sweep is interrupted: close the parent anyway,
+        after the jobs this launcher still runs as its own child processes have been stopped."""
+        _stop_local_jobs()
         if self.parent is not None:
             parent, self.parent = self.parent, None
             close_parent(parent, self.sweep, interrupted=True)
-            self.held.close()
+            _HELD.close()
+
+
+def _stop_local_jobs() -> None:
+    """submitit_local runs each job under a controller process (`python -m submitit.local._local`) that this
+    launcher started; a SIGTERM to a controller is forwarded to its job, which then stops its own servers and marks
+    its run KILLED (submitit v1.5 submitit/local/local.py). A SLURM job is the cluster's to stop (scancel)."""
+    running = procs.children("submitit.local._local")
+    if running:
+        log.warning("stopping %d submitit_local job(s) of the interrupted sweep", len(running))
+        procs.stop_pids(running, grace_s=20.0)

@@ -242,3 +242,17 @@ def test_a_run_killed_mid_training_is_marked_and_its_resume_names_it_and_carries
     train = json.loads((run_dir / "train.json").read_text())
     assert train["resumed_from_run"] == first.info.run_id and train["steps"] == 60
     assert train["elapsed_s"] > train["seconds"]  # the killed run's training time is carried, not dropped
+
+
+def test_sigterm_to_a_submitit_local_sweep_stops_its_job_processes(tmp_path):
+    """submitit_local runs each job under a controller that the launcher started: a SIGTERM to the launcher stops
+    them too (no job left running, servers and helm-run included), and every run ends KILLED."""
+    lec = _start(tmp_path, *BOTH, "-m", "hydra/launcher=submitit_local", "adapter.r=4")
+    _wait_for_helm(tmp_path, lec)
+    sent = time.monotonic()
+    lec.send_signal(signal.SIGTERM)
+    lec.communicate(timeout=60)
+    _wait(lambda: not _children(tmp_path, lec), 40 - (time.monotonic() - sent), "the job processes to stop")
+    runs = {r.data.tags.get("lec.sweep.role", "child"): r for r in _runs(tmp_path)}
+    assert runs["child"].info.status == "KILLED" and runs["child"].data.tags["lec.end"] == "stopped by SIGTERM"
+    assert runs["parent"].info.status == "KILLED"

@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     parser.add_argument("--adapter", help="LoRA adapter or full fine-tuned model directory")
     parser.add_argument("--name", default="lec", help="a label shown by /health")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=tiny serve.port=8080 serve.host=…")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the flags
     logging.basicConfig(level=logging.INFO, format="[lec.serve] %(message)s")
 
     try:

@@ -327,6 +327,7 @@ class Engine:
             sorted_scores, order = torch.sort(scores, descending=True)
             probs = torch.softmax(sorted_scores, dim=-1)
             drop = torch.cumsum(probs, dim=-1) - probs >= req.top_p  # keep the smallest set reaching top_p
+            drop[0] = False  # … which always holds the likeliest token (a top_p below float32's range is 0 here)
             scores = scores.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
         return int(torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=r.generator))
 

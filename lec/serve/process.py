@@ -44,9 +44,9 @@ class ServerSpec:
 def start(spec: ServerSpec) -> Tuple[subprocess.Popen, str]:
     """Start `python -m lec.serve` for one model; returns the process and its base URL (not yet ready)."""
     port = spec.port or free_port(spec.host)
-    cmd: List[str] = [sys.executable, "-m", "lec.serve", "--params", str(spec.params)]
-    cmd += ["--name", spec.name, f"serve.host={spec.host}", f"serve.port={port}"]
+    cmd: List[str] = [sys.executable, "-m", "lec.serve", "--params", str(spec.params), "--name", spec.name]
     cmd += (["--base", str(spec.base)] if spec.base else []) + (["--adapter", str(spec.adapter)] if spec.adapter else [])
+    cmd += [f"serve.host={spec.host}", f"serve.port={port}"]
     env = dict(os.environ)
     if spec.threads:
         env["OMP_NUM_THREADS"] = str(spec.threads)

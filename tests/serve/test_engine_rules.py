@@ -95,3 +95,10 @@ def test_temperature_applies_before_the_nucleus_is_chosen(engine):
     want = [q / sum(flat[i] for i in nucleus) if i in nucleus else 0.0 for i, q in enumerate(flat)]
     _close(_draws(engine, temperature=2.0, top_k=0, top_p=0.5), want)
     assert math.isclose(sum(want), 1.0)
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1e-300), (1e300, 1e-300), (1e-5, 0.5), (1e38, 1.0)])
+def test_extreme_but_valid_sampling_settings_still_draw_a_token(engine, temperature, top_p):
+    """Found by the schemathesis fuzz: a top_p that rounds to 0 in float32 once masked every token (NaN → 500)."""
+    counts = _draws(engine, temperature=temperature, top_p=top_p, top_k=0)
+    assert sum(counts.values()) == N and (top_p > 1e-100 or len(counts) == 1)  # a nucleus of one token
