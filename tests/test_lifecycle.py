@@ -256,3 +256,23 @@ def test_sigterm_to_a_submitit_local_sweep_stops_its_job_processes(tmp_path):
     runs = {r.data.tags.get("lec.sweep.role", "child"): r for r in _runs(tmp_path)}
     assert runs["child"].info.status == "KILLED" and runs["child"].data.tags["lec.end"] == "stopped by SIGTERM"
     assert runs["parent"].info.status == "KILLED"
+
+
+def test_sigterm_to_a_dvc_stage_marks_its_run_killed(tmp_path):
+    """`python -m lec.stages` (what dvc.yaml runs): stopped mid-training, its own MLflow run ends KILLED."""
+    params = ROOT / "params.yaml"
+    stage = [sys.executable, "-m", "lec.stages", "--params", str(params), "--dir", str(tmp_path / "pipeline")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    curate = subprocess.run([*stage[:3], "curate", *stage[3:]], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
+    assert curate.returncode == 0, curate.stderr[-3000:]
+    lec = subprocess.Popen([*stage[:3], "finetune", *stage[3:]], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
+                           stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    _wait(lambda: (tmp_path / "pipeline" / "train_log.jsonl").exists() or lec.poll() is not None, 300, "training")
+    lec.send_signal(signal.SIGTERM)
+    _, err = lec.communicate(timeout=30)
+    assert lec.returncode == 128 + signal.SIGTERM and err.strip().splitlines()[-1].startswith("lec: stopped by SIGTERM")
+    client = MlflowClient(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    runs = {r.info.run_name: r for r in client.search_runs([client.get_experiment_by_name("lec").experiment_id])}
+    assert runs["workspace/curate"].info.status == "FINISHED"
+    assert runs["workspace/finetune"].info.status == "KILLED"
