@@ -38,8 +38,6 @@ def overrides(shape: str, extra: list) -> list:
 
 def worker(args: list) -> None:
     """One case in this process: print {"estimate": bytes, "measured": bytes}."""
-    import resource
-
     import psutil
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer
@@ -76,7 +74,10 @@ def worker(args: list) -> None:
         trainer = Trainer(model=model, args=training_args(p.train, Path(tmp), 3), train_dataset=rows,
                           data_collator=collate(0))  # fmt: skip
         trainer.train()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: this process image's own peak. (ru_maxrss is kept across fork + exec, so a worker started by a large
+    # process, e.g. a long pytest session, would report its parent's size.)
+    status = Path("/proc/self/status").read_text()
+    peak = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
     print(json.dumps({"estimate": est.total, "measured": peak - before, "terms": est.terms}))
 
 
