@@ -1,8 +1,10 @@
-"""The lec model server: the challenge's `/process`, `/tokenize`, `/decode` over FastAPI (+ `/health`).
+"""The lec model server: the challenge's `/process`, `/tokenize`, `/decode` over FastAPI (+ `/health`), and the
+OpenAI API's `/v1/models`, `/v1/completions`, `/v1/chat/completions` on the same batcher (lec/serve/openai_api.py).
 
 What a client can count on (tests/serve/test_app.py, and a schemathesis fuzz of this app's own OpenAPI schema):
-- every 422 has FastAPI's standard body, `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` (the
+- every 422 of a challenge endpoint has FastAPI's standard body, `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` (the
   `HTTPValidationError` of `/openapi.json`), whether pydantic or the model refused the request;
+- every refusal of a `/v1` endpoint has the OpenAI API's shape, `{"error": {"message", "type", "param", "code"}}`;
 - a body over `serve.max_request_bytes` gets 413 before it is parsed or tokenized;
 - with `serve.api_key`, every endpoint but `/health` needs `Authorization: Bearer <key>` (401 otherwise);
 - a client that disconnects takes its request out of the running batch at the next decoding step.
@@ -10,7 +12,6 @@ What a client can count on (tests/serve/test_app.py, and a schemathesis fuzz of 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -33,11 +34,11 @@ from lec.serve.api import (
     TokenizeRequest,
     TokenizeResponse,
 )
+from lec.serve import openai_api
 from lec.serve.batcher import Batcher
 from lec.serve.engine import Engine, RequestError
 
 log = logging.getLogger(__name__)
-DISCONNECT_POLL_S = 0.05  # how often a waiting request checks whether its client is still there
 
 
 def problem(loc: List[Any], msg: str, kind: str = "value_error") -> Dict[str, Any]:
@@ -62,7 +63,9 @@ def create_app(engine: Engine, name: str = "lec", max_batch_size: int = 8, batch
             raise HTTPException(401, "a Bearer token is needed (serve.api_key)", {"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if openai_api.is_openai(request):
+            return openai_api.validation_error(exc.errors())
         # FastAPI's own shape without `input`/`ctx` (optional in its schema): the input may hold what cannot be
         # written back as UTF-8 (a lone surrogate) or be megabytes long.
         return JSONResponse(status_code=422, content={"detail": [problem(list(e["loc"]), e["msg"], e["type"])
@@ -70,10 +73,18 @@ def create_app(engine: Engine, name: str = "lec", max_batch_size: int = 8, batch
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if openai_api.is_openai(request):  # OpenAI clients read {"error": {"message", …}}
+            status = 400 if exc.status_code in (400, 422) else exc.status_code
+            return JSONResponse(status_code=status, content=openai_api.error_body(str(exc.detail)),
+                                headers=getattr(exc, "headers", None))  # fmt: skip
         if exc.status_code == 400:  # FastAPI's only 400: a body that is not UTF-8 (invalid JSON is its 422 already)
             return JSONResponse(status_code=422, content={"detail": [problem(["body"], "the body is not UTF-8 JSON",
                                                                              "json_invalid")]})  # fmt: skip
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(openai_api.OpenAIError)
+    async def _refused(_: Request, exc: openai_api.OpenAIError) -> JSONResponse:
+        return openai_api.error_response(exc)
 
     @app.get("/health")
     def health() -> dict:
@@ -88,13 +99,10 @@ def create_app(engine: Engine, name: str = "lec", max_batch_size: int = 8, batch
             row = await run_in_threadpool(engine.row, req)  # tokenizing never holds up the event loop or the batch
         except RequestError as err:
             raise HTTPException(422, [problem(["body", err.field], str(err))]) from err
-        done = asyncio.wrap_future(batcher.enqueue(row))
-        while not done.done():
-            await asyncio.wait({done}, timeout=DISCONNECT_POLL_S)
-            if not done.done() and await request.is_disconnected():
-                batcher.cancel(row)  # leaves the batch at the next step; nobody is there to answer
-                return Response(status_code=499)  # nginx's "client closed request"; never sent to anyone
-        await done  # a failed decoding step raises here (500: the model failed, not the request)
+        # A client that goes away takes its row out of the batch at the next step; 499 is nginx's "client closed
+        # request", never sent to anyone. A failed decoding step raises here (500: the model failed, not the request).
+        if not await batcher.wait([row], request.is_disconnected):
+            return Response(status_code=499)
         # The engine builds exactly ProcessResponse's fields (a test checks it against the schema); serialising the
         # dict directly skips re-validating a few hundred token entries per request.
         result = await run_in_threadpool(engine.respond, row)
@@ -116,6 +124,7 @@ def create_app(engine: Engine, name: str = "lec", max_batch_size: int = 8, batch
                                               f"vocabulary [0, {vocab})") for i in bad[:10]])  # fmt: skip
         return {"text": engine.decode(req.tokens), "request_time": time.perf_counter() - start}
 
+    openai_api.add_routes(app, engine, batcher, name, [Depends(authorised)], extra)
     return BodyLimit(app, max_request_bytes) if max_request_bytes else app
 
 

@@ -10,12 +10,13 @@ went away) leaves the batch at the next step, or is never admitted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import List, Optional, Tuple
+from typing import Awaitable, Callable, List, Optional, Tuple
 
 import torch
 
@@ -23,6 +24,7 @@ from lec.serve.api import ProcessRequest
 from lec.serve.engine import Batch, Engine, Row
 
 log = logging.getLogger(__name__)
+POLL_S = 0.05  # how often a waiting request checks whether its client is still there
 
 
 class Batcher:
@@ -50,6 +52,21 @@ class Batcher:
         fut: Future = Future()
         self._queue.put((row, fut))
         return fut
+
+    async def wait(self, rows: List[Row], disconnected: Callable[[], Awaitable[bool]]) -> bool:
+        """Queue rows and wait for all of them (from the event loop); False if the client went away first, which
+        takes its rows out of the batch at the next step. A failed decoding step raises here."""
+        done = [asyncio.wrap_future(self.enqueue(row)) for row in rows]
+        pending = set(done)
+        while pending:
+            _, pending = await asyncio.wait(pending, timeout=POLL_S)
+            if pending and await disconnected():
+                for row in rows:
+                    self.cancel(row)
+                return False
+        for fut in done:
+            fut.result()
+        return True
 
     def cancel(self, row: Row) -> None:
         """Nobody waits for this row any more: it stops at the next step (the worker drops it)."""

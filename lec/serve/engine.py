@@ -157,14 +157,19 @@ class Engine:
 
     # --- /process ------------------------------------------------------------------------------------------------
 
-    def check(self, req: ProcessRequest) -> Tuple[List[int], int]:
-        """Validate against the model: (prompt ids, new tokens allowed) or RequestError."""
+    def check(self, req: ProcessRequest, prompt_ids: Optional[List[int]] = None) -> Tuple[List[int], int]:
+        """Validate against the model: (prompt ids, new tokens allowed) or RequestError. `prompt_ids`: a prompt
+        given as token ids (OpenAI's `prompt: [[…]]`), used as it is."""
         size = len(req.prompt.encode("utf-8"))
         if size > self._max_prompt_bytes:
             raise RequestError(f"prompt is {size} bytes: more than the model's context of "
                                f"{self.context} tokens can hold; truncate it (/tokenize truncation=true max_length=…)")
         # The wrapper applies to generation only: an echoed prompt is scored as HELM sent it.
-        if req.echo_prompt:
+        if prompt_ids is not None:
+            vocab = len(self._piece)
+            if any(not 0 <= t < vocab for t in prompt_ids):
+                raise RequestError(f"a prompt token id is outside the vocabulary [0, {vocab})")
+        elif req.echo_prompt:
             prompt_ids = self.tokenize(req.prompt, truncation=False)
         else:
             fmt = self.format
@@ -181,9 +186,9 @@ class Engine:
                                f"{self.max_new_tokens_limit}", "max_new_tokens")  # fmt: skip
         return prompt_ids, min(req.max_new_tokens, self.context - len(prompt_ids))
 
-    def row(self, req: ProcessRequest) -> Row:
+    def row(self, req: ProcessRequest, prompt_ids: Optional[List[int]] = None) -> Row:
         """A validated request, ready to join a batch (RequestError if the model cannot serve it)."""
-        prompt_ids, max_new = self.check(req)
+        prompt_ids, max_new = self.check(req, prompt_ids)
         gen = torch.Generator(device=self.device).manual_seed(req.seed) if req.seed is not None else None
         return Row(req, prompt_ids, max_new, time.perf_counter(), gen)
 
@@ -359,9 +364,23 @@ class Engine:
             length += len(piece)
         return text[:cut], kept
 
-    def respond(self, r: Row) -> dict:
+    def answer(self, r: Row) -> Tuple[str, List[Step]]:
+        """A finished row's completion: its text (cut at a stop sequence, cleaned by the serving format) and the
+        steps whose text starts before the cut (tokens stay what the model generated)."""
         text, steps = self._cut(r.steps, r.req.stop_sequences)
-        text = self.format.clean(text)  # the answer text; tokens stay what the model generated
+        return self.format.clean(text), steps
+
+    def finish_reason(self, r: Row) -> str:
+        """OpenAI's words: "length" when the row ran out of new tokens, else "stop" (EOS or a stop sequence)."""
+        stopped = len(r.steps) < r.max_new or self._hit_stop(r) if r.steps else r.max_new > 0
+        return "stop" if stopped else "length"
+
+    def piece(self, token_id: int) -> str:
+        """The text of one token (special tokens read "")."""
+        return self._piece[token_id]
+
+    def respond(self, r: Row) -> dict:
+        text, steps = self.answer(r)
         tokens = [self._token(s) for s in steps]
         if r.req.echo_prompt:
             text = r.req.prompt + text
