@@ -50,6 +50,7 @@ def run(cfg: config.LecConfig):
 
     from lec import pipeline, plan, report
 
+    config.check_training_run(cfg)
     hc = HydraConfig.get()
     p = plan.build(cfg)
     layout = plan.RunLayout.of(cfg.outputs_dir, Path(hc.runtime.output_dir))

@@ -431,6 +431,23 @@ class EvalConfig:
     budget_min: float = num(120.0, 0, lo_open=True)  # helm-run's wall-clock budget (challenge: 2 h sample conf)
     eval_base: bool = False  # also evaluate the untuned base model (proves fine-tuning moved the scores)
     synthetic: Optional[SyntheticEvalConfig] = None
+    # HELM's request cache, one SQLite file per served model's identity (lec/evaluate/identity.py): an evaluation
+    # started again re-asks nothing it has an answer for. null = <outputs_dir>/cache/helm; a shared path (NFS, a
+    # cluster's scratch) lets a job restarted on another machine resume.
+    cache_dir: Optional[str] = None
+    # An already-running server (the challenge API: /process, /tokenize, /decode) to evaluate instead of serving the
+    # model: http://host:port. `model` then only names its tokenizer family (HELM's end-of-text/prefix tokens).
+    endpoint: Optional[str] = None
+
+
+@dataclass
+class EvaluateConfig:
+    """`python -m lec.evaluate`: which model to evaluate without training (README "Evaluate without training").
+    With none of `adapter` / `run` set, the composed `model` itself (an option, model.hf_id or model.local_path)."""
+
+    name: Optional[str] = None  # the entry's name on the leaderboard and in MLflow; null = from the source
+    adapter: Optional[str] = None  # a PEFT adapter dir (or a full fine-tuned model dir) on top of `model`
+    run: Optional[str] = None  # a finished lec run dir: its model, data template and serve settings, its adapter/
 
 
 # --- run-level settings -------------------------------------------------------------------------------------------
@@ -513,6 +530,7 @@ class LecConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # python -m lec.evaluate only
     seed: int = num(0, 0)
     outputs_dir: str = "outputs"
     run_name: Optional[str] = None  # null = the Hydra overrides ("default" when none)
@@ -609,7 +627,43 @@ def validate(cfg: LecConfig) -> LecConfig:
     _check_data(cfg.data)
     _check_train(cfg.train)
     _check_serve(cfg.serve)
+    _check_eval(cfg.eval)
+    _check_evaluate(cfg.evaluate)
     return cfg
+
+
+def _check_eval(ev: EvalConfig) -> None:
+    if ev.endpoint is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", ev.endpoint):
+        raise ConfigError(f"eval.endpoint={ev.endpoint!r} is not a URL: give the server's base, e.g. http://127.0.0.1:8080")
+    if ev.endpoint is not None and ev.eval_base:
+        raise ConfigError("eval.endpoint evaluates the model behind that URL only: eval.eval_base=true has no base "
+                          "model to serve beside it")  # fmt: skip
+
+
+def check_training_run(cfg: LecConfig) -> None:
+    """`python -m lec` and the DVC stages train and evaluate their own model: the keys that pick another model to
+    evaluate belong to `python -m lec.evaluate`, and are refused here rather than ignored."""
+    set_keys = [f"evaluate.{f.name}" for f in dataclasses.fields(EvaluateConfig) if getattr(cfg.evaluate, f.name) is not None]
+    if cfg.eval.endpoint is not None:
+        set_keys.append("eval.endpoint")
+    if set_keys:
+        raise ConfigError(f"{', '.join(set_keys)}: read by `python -m lec.evaluate` (evaluation without training), "
+                          "not by a training run")  # fmt: skip
+
+
+def _check_evaluate(ev: EvaluateConfig) -> None:
+    if ev.adapter is not None and ev.run is not None:
+        raise ConfigError("evaluate.adapter and evaluate.run are two sources: give one (a run dir brings its adapter)")
+    _must_exist("evaluate.adapter", ev.adapter, want_dir=True)
+    _must_exist("evaluate.run", ev.run, want_dir=True)
+    if ev.adapter is not None and not any((Path(ev.adapter) / f).exists() for f in ("adapter_config.json", "config.json")):
+        raise ConfigError(f"evaluate.adapter={ev.adapter} holds neither adapter_config.json (a PEFT adapter) nor "
+                          "config.json (a full fine-tuned model)")  # fmt: skip
+    if ev.run is not None:
+        for need in ("config.yaml", "adapter"):
+            if not (Path(ev.run) / need).exists():
+                raise ConfigError(f"evaluate.run={ev.run} has no {need}: give the dir of a lec run whose finetune "
+                                  "finished (outputs/runs/<time>)")  # fmt: skip
 
 
 def check_ranges(obj: Any, path: str = "") -> None:

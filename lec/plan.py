@@ -162,6 +162,8 @@ class EvalPlan:
     budget_min: float
     eval_base: bool
     synthetic: Optional[SyntheticEvalConfig]
+    cache_dir: str  # HELM's request cache (absolute), keyed inside by each model's identity
+    endpoint: Optional[str] = None  # a running server to evaluate instead of serving the model
 
 
 @dataclass(frozen=True)
@@ -239,8 +241,9 @@ def build(cfg: LecConfig) -> Plan:
         strip_prefixes=tuple(sv.strip_prefixes), device=hw.device, num_threads=hw.num_threads,
     )  # fmt: skip
     ev = cfg.eval
+    cache_dir = Path(ev.cache_dir) if ev.cache_dir else Path(cfg.outputs_dir) / "cache" / "helm"
     evaluation = EvalPlan(ev.name, ev.suite, entries, ev.max_eval_instances, ev.num_threads, ev.budget_min,
-                          ev.eval_base, ev.synthetic)  # fmt: skip
+                          ev.eval_base, ev.synthetic, str(cache_dir.resolve()), ev.endpoint)  # fmt: skip
     return Plan(
         model=cfg.model, data=cfg.data, train=train, serve=serve, eval=evaluation, score=cfg.score, sweep=cfg.sweep,
         tracking_uri=tracking_uri(cfg), experiment=cfg.mlflow.experiment, outputs_dir=str(Path(cfg.outputs_dir).resolve()), seed=cfg.seed, run_name=cfg.run_name,

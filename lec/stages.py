@@ -122,6 +122,7 @@ def load_params(path: Path):
         raise lec_config.ConfigError(f"{path} not found: it is written by DVC's Hydra composition of conf/ "
                                      "(`dvc exp run`), and committed with the repository")  # fmt: skip
     cfg = lec_config.load(OmegaConf.load(path))
+    lec_config.check_training_run(cfg)
     return cfg, lec_plan.build(cfg)
 
 

@@ -29,15 +29,23 @@ PLUGIN = "lec.evaluate.helm_plugin"  # the closed-stage scenarios; also a `helm`
 
 @dataclass
 class ServedModel:
-    label: str  # "tuned" | "base"
+    label: str  # "tuned" | "base" | a leaderboard entry's name
     url: str
     max_sequence_length: int
     end_of_text_token: str
     prefix_token: str
+    identity: str  # lec/evaluate/identity.py, short: the request cache's shard
 
     @property
-    def helm_name(self) -> str:
+    def helm_name(self) -> str:  # what HELM's run names and stats carry: lec/<label>
         return f"{ORG}/{self.label}"
+
+    @property
+    def deployment(self) -> str:
+        """HELM keys its request cache by the deployment's first path part (one SQLite file per host organisation,
+        helm/clients/auto_client.py) and the request (which names the model): `lec-<identity>/<label>` gives each
+        served model its own cache file, so another model under the same label never reads these answers."""
+        return f"{ORG}-{self.identity}/{self.label}"
 
 
 @dataclass
@@ -50,19 +58,28 @@ class HelmRun:
     log_path: Path
 
 
-def write_prod_env(prod_env: Path, models: List[ServedModel]) -> None:
+def write_prod_env(prod_env: Path, models: List[ServedModel], request_cache: Path) -> None:
+    """HELM's local config dir: the served models' deployments, metadata and tokenizers, and `cache/` (where
+    helm-run keeps its request cache) pointing at `request_cache`, which outlives the run dir."""
     prod_env.mkdir(parents=True, exist_ok=True)
+    request_cache.mkdir(parents=True, exist_ok=True)
+    link = prod_env / "cache"
+    if link.is_symlink() or link.exists():
+        if link.resolve() != request_cache.resolve():
+            link.unlink() if link.is_symlink() else shutil.rmtree(link)
+    if not link.exists():
+        link.symlink_to(request_cache.resolve(), target_is_directory=True)
     deployments, metadata, tokenizers = [], [], []
     for m in models:
         deployments.append(
             {
-                "name": m.helm_name,
+                "name": m.deployment,
                 "model_name": m.helm_name,
                 "tokenizer_name": m.helm_name,
                 "max_sequence_length": m.max_sequence_length,
                 "client_spec": {
                     "class_name": "helm.clients.http_model_client.HTTPModelClient",
-                    "args": {"base_url": m.url, "timeout": 600, "do_cache": False},
+                    "args": {"base_url": m.url, "timeout": 600, "do_cache": True},
                 },
             }
         )
@@ -156,8 +173,8 @@ def helm_run(
         "--max-eval-instances", str(max_eval_instances),
         "--num-threads", str(num_threads),
         "--output-path", str(output_path),
-        "--local-path", str(prod_env),
-        "--disable-cache",
+        "--local-path", str(prod_env),  # its cache/ is the request cache: answered requests are not asked again
+        "--skip-completed-runs",  # a run that finished in this output dir (an evaluation started again) is kept
         "--plugins", PLUGIN,
     ]  # fmt: skip
     log_path = output_path / f"helm-run-{suite}.log"

@@ -3,15 +3,21 @@ metrics from the runs' stats.json."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
-from dataclasses import dataclass, field
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import requests
 
+from lec import files
 from lec.config import ModelConfig
-from lec.evaluate import helm
+from lec.evaluate import helm, identity
 from lec.evaluate.smoke_data import write_scenarios
 from lec.evaluate.stats import read_suite, scenario_metrics
 from lec.plan import EvalPlan, RunLayout, ServePlan
@@ -47,32 +53,32 @@ def evaluate(
     adapter_dir: Optional[Path],
     base_dir: Optional[Path],
 ) -> EvalResult:
-    """Evaluate the tuned model (and, with eval.eval_base, the untuned base) on the plan's suite with real HELM.
-    The server processes load the run's config from layout.config."""
+    """Evaluate the tuned model (and, with eval.eval_base, the untuned base) on the plan's suite with real HELM —
+    or, with eval.endpoint, the model behind that URL. The server processes load the run's config from layout.config."""
     helm_output = layout.helm
-    cache = layout.cache
     if ev.synthetic is not None:
         write_scenarios(helm_output, ev.synthetic)
-
-    models = [("tuned", adapter_dir)] if adapter_dir else []
-    if ev.eval_base or not models:
-        models.append(("base", None))
-    # On a CPU box the servers share the cores: one torch thread each keeps them from oversubscribing.
-    threads = 1 if len(models) > 1 and serve.device.value == "cpu" else serve.num_threads
-    specs = [
-        ServerSpec(layout.config, layout.run_dir / f"server-{label}.log", base=base_dir, adapter=adapter, name=label,
-                   threads=threads)  # fmt: skip
-        for label, adapter in models
-    ]
+    if ev.endpoint:
+        models: List[Tuple[str, Optional[Path]]] = [("endpoint", None)]
+    else:
+        models = [("tuned", adapter_dir)] if adapter_dir else []
+        if ev.eval_base or not models:
+            models.append(("base", None))
     tokenizer = _special_tokens(model, base_dir)
     suite = list(ev.entries)
-    with serving(specs, timeout_s=serve.startup_timeout_s) as urls:
+    store = Path(ev.cache_dir)
+    with _served(ev, serve, layout, models, base_dir) as urls:
         # HELM fits prompts to max_sequence_length; the server's prompt template (data.template / serve.prompt_template)
         # adds tokens, so HELM is told the served context minus what the server reports its wrapper needs.
-        health = [requests.get(f"{url}/health", timeout=10).json() for url in urls]
+        health = [_health(url, serve.context) for url in urls]
+        ids = _identities(ev, serve, model, layout, models, base_dir, urls, health)
+        restored = sum(restore_finished(store, run_key(ev, ids[label]), helm_output, ev.suite, label) for label in ids)
+        if restored:
+            log.info("%d HELM runs already finished for these models: kept, not run again", restored)
         context = [h["context"] - h["wrapper_tokens"] for h in health]
-        served = [helm.ServedModel(label, url, n, *tokenizer) for (label, _), url, n in zip(models, urls, context)]
-        helm.write_prod_env(helm_output / "prod_env", served)
+        served = [helm.ServedModel(label, url, n, *tokenizer, ids[label].short)
+                  for (label, _), url, n in zip(models, urls, context)]  # fmt: skip
+        helm.write_prod_env(helm_output / "prod_env", served, store / "requests")
         conf = helm_output / "run_entries.conf"
         entries = helm.write_conf(conf, suite, served)
         result = helm.helm_run(
@@ -83,14 +89,16 @@ def evaluate(
             max_eval_instances=ev.max_eval_instances,
             num_threads=ev.num_threads,
             budget_s=ev.budget_min * 60,
-            cache_dir=cache,
+            cache_dir=layout.cache,
         )
+    for label in ids:
+        keep_finished(store, run_key(ev, ids[label]), helm_output, ev.suite, label)
     runs = read_suite(helm_output, ev.suite)
     if not runs and not result.timed_out:
         raise EvalError(f"helm-run finished no run (exit {result.returncode}):\n{helm.log_tail(result.log_path)}")
     if result.returncode != 0 and not result.timed_out:
         log.warning("helm-run exited %d; keeping the %d finished runs", result.returncode, len(runs))
-    summarize_rc = helm.helm_summarize(helm_output, ev.suite, cache) if runs else None
+    summarize_rc = helm.helm_summarize(helm_output, ev.suite, layout.cache) if runs else None
     by_model = scenario_metrics(runs)
     metrics = {label: by_model.get(f"{helm.ORG}/{label}", {}) for label, _ in models}
     unanswered = {}
@@ -112,6 +120,103 @@ def evaluate(
         [label for label, _ in models],
         unanswered,
     )
+
+
+# --- finished runs, kept per model identity ------------------------------------------------------------------------
+# HELM's files for one run (helm/benchmark/runner.py `_is_run_completed`): with all of them present, `helm-run
+# --skip-completed-runs` keeps the run as it is.
+RUN_FILES = ("run_spec.json", "scenario.json", "scenario_state.json", "stats.json", "per_instance_stats.json")
+
+
+def run_key(ev: EvalPlan, ident: identity.Identity) -> str:
+    """Where a model's finished runs are kept: its identity and what shapes a run besides its name (instances per
+    run, the generated scenario files, HELM's version)."""
+    from importlib.metadata import version
+
+    spec = {"max_eval_instances": ev.max_eval_instances, "synthetic": ev.synthetic and asdict(ev.synthetic),
+            "helm": version("crfm-helm")}  # fmt: skip
+    return f"{ident.short}-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]}"
+
+
+def _finished(run: Path) -> bool:
+    return all((run / name).exists() for name in RUN_FILES)
+
+
+def _runs_of(root: Path, label: str) -> List[Path]:
+    tag = f"model={helm.ORG}_{label}"  # run names: "mmlu:subject=…,method=…,model=lec_tuned[,…]"
+    return [d for d in sorted(root.glob("*")) if d.is_dir() and tag in re.split(r"[,:]", d.name)]
+
+
+def restore_finished(store: Path, key: str, helm_output: Path, suite: str, label: str) -> int:
+    """Copy the model's finished runs from the store into this evaluation's output; returns how many."""
+    src, dst = store / "runs" / key, helm_output / "runs" / suite
+    n = 0
+    for run in _runs_of(src, label):
+        if _finished(run) and not (dst / run.name).exists():
+            shutil.copytree(run, dst / run.name)
+            n += 1
+    return n
+
+
+def keep_finished(store: Path, key: str, helm_output: Path, suite: str, label: str) -> None:
+    """Copy every run this evaluation finished into the store (atomically: a half-copied run is never seen)."""
+    for run in _runs_of(helm_output / "runs" / suite, label):
+        out = store / "runs" / key / run.name
+        if _finished(run) and not out.exists():
+            try:
+                with files.atomic_dir(out, "a finished HELM run (the evaluation store)") as tmp:
+                    shutil.copytree(run, tmp, dirs_exist_ok=True)
+            except files.WriteError as err:  # the store is a cache: the evaluation's own output is complete
+                log.warning("%s", err)
+
+
+@contextlib.contextmanager
+def _served(ev: EvalPlan, serve: ServePlan, layout: RunLayout, models: List[Tuple[str, Optional[Path]]],
+            base_dir: Optional[Path]) -> Iterator[List[str]]:  # fmt: skip
+    """The models' base URLs: eval.endpoint as it is, else one lec server process per model (stopped after)."""
+    if ev.endpoint:
+        yield [ev.endpoint.rstrip("/")]
+        return
+    # On a CPU box the servers share the cores: one torch thread each keeps them from oversubscribing.
+    threads = 1 if len(models) > 1 and serve.device.value == "cpu" else serve.num_threads
+    specs = [ServerSpec(layout.config, layout.run_dir / f"server-{label}.log", base=base_dir, adapter=adapter,
+                        name=label, threads=threads) for label, adapter in models]  # fmt: skip
+    with serving(specs, timeout_s=serve.startup_timeout_s) as urls:
+        yield urls
+
+
+def _health(url: str, context: int) -> dict:
+    """The server's /health (lec's); another challenge-API server may have none: then the served context is
+    serve.max_seq_len and no prompt wrapper is assumed."""
+    try:
+        r = requests.get(f"{url}/health", timeout=10)
+        if r.ok and "context" in r.json():
+            return r.json()
+    except (requests.RequestException, ValueError):
+        pass
+    try:  # is anything there at all? HELM would fail each request one by one
+        requests.post(f"{url}/tokenize", json={"text": "a"}, timeout=10).raise_for_status()
+    except requests.RequestException as err:
+        raise EvalError(f"eval.endpoint={url} does not answer the challenge API (/tokenize): {err}") from err
+    return {"context": context, "wrapper_tokens": 0, "model": None}
+
+
+def _identities(ev: EvalPlan, serve: ServePlan, model: ModelConfig, layout: RunLayout,
+                models: List[Tuple[str, Optional[Path]]], base_dir: Optional[Path], urls: List[str],
+                health: List[dict]) -> Dict[str, identity.Identity]:  # fmt: skip
+    """Each evaluated model's identity (the key of its request cache and finished runs), logged with its strength."""
+    if ev.endpoint:
+        ids = {"endpoint": identity.of_endpoint(urls[0], str(health[0].get("model")), {"context": health[0]["context"]})}
+    else:
+        weights = base_dir or (Path(model.local_path) if model.local_path else
+                               identity.hf_cache_dir(model.hf_id, model.revision))  # fmt: skip
+        settings = {**identity.serving_settings(serve), "torch_dtype": model.torch_dtype.value}
+        ids = {label: identity.of_model(weights, adapter, f"{model.hf_id}@{model.revision}", settings, layout.cache)
+               for label, adapter in models}  # fmt: skip
+    for label, ident in ids.items():
+        log.info("%s: identity %s (%s)", label, ident.short, "by content" if ident.by_content else
+                 "by name only: a changed model behind the same name is not told apart")  # fmt: skip
+    return ids
 
 
 def suite_groups(entries: List[str]) -> List[str]:

@@ -27,8 +27,8 @@ def test_unanswered_scenarios_score_zero_and_finished_ones_are_kept():
 @pytest.mark.slow
 def test_helm_run_is_stopped_at_the_budget(tmp_path):
     """A server that never answers: helm-run would retry for minutes; the budget stops it and says so."""
-    served = [helm.ServedModel("silent", "http://127.0.0.1:9", 2048, "</s>", "<s>")]  # port 9: discard, refused
-    helm.write_prod_env(tmp_path / "prod_env", served)
+    served = [helm.ServedModel("silent", "http://127.0.0.1:9", 2048, "</s>", "<s>", "0" * 16)]  # port 9: refused
+    helm.write_prod_env(tmp_path / "prod_env", served, tmp_path / "requests")
     helm.write_conf(tmp_path / "e.conf", ["gsm:model={model}"], served)
     (tmp_path / "scenarios" / "gsm").mkdir(parents=True)
     for split in ("train", "test"):

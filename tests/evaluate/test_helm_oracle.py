@@ -35,8 +35,8 @@ def test_oracle_scores_one_and_wrong_scores_zero(default_cfg, tmp_path):
                                         start_new_session=True)  # fmt: skip
             procs.append(proc)
             wait_ready(f"http://127.0.0.1:{port}", proc, log, 60)
-            served.append(helm.ServedModel(mode, f"http://127.0.0.1:{port}", 100_000, "<eos>", "<bos>"))
-        helm.write_prod_env(out / "prod_env", served)
+            served.append(helm.ServedModel(mode, f"http://127.0.0.1:{port}", 100_000, "<eos>", "<bos>", mode * 2))
+        helm.write_prod_env(out / "prod_env", served, tmp_path / "requests")
         helm.write_conf(out / "entries.conf", default_cfg.eval.entries, served)
         run = helm.helm_run(out / "entries.conf", out, out / "prod_env", "oracle", 40, 4, 600, tmp_path / "cache")
     finally:
