@@ -22,7 +22,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -164,6 +164,11 @@ class DedupKeep(str, enum.Enum):
 class ScoreMode(str, enum.Enum):
     challenge = "challenge"  # the organisers' scorer (lec/score.py)
     helm = "helm"  # HELM's own mean win rate
+
+
+class Backend(str, enum.Enum):
+    helm = "helm"  # crfm-helm's helm-run against the challenge API
+    lm_eval = "lm_eval"  # lm-evaluation-harness's local-completions against the OpenAI API
 
 
 class Direction(str, enum.Enum):
@@ -435,19 +440,30 @@ class EvalConfig:
     # started again re-asks nothing it has an answer for. null = <outputs_dir>/cache/helm; a shared path (NFS, a
     # cluster's scratch) lets a job restarted on another machine resume.
     cache_dir: Optional[str] = None
-    # An already-running server (the challenge API: /process, /tokenize, /decode) to evaluate instead of serving the
-    # model: http://host:port. `model` then only names its tokenizer family (HELM's end-of-text/prefix tokens).
-    endpoint: Optional[str] = None
+    # Which libraries evaluate the served models; the first is the one scored (challenge metrics, the leaderboard).
+    backends: List[Backend] = field(default_factory=lambda: [Backend.helm])
+    lm_eval_tasks: List[str] = field(default_factory=list)  # lm-eval task names (the smoke suite's: lec_mmlu_*, lec_gsm)
+    # lm-eval results in HELM's terms, "<helm scenario>/<metric>=<task>/<metric>[+<task>/<metric>…]" (averaged):
+    # what scores an lm-eval-only run, and the pairs compared when both backends ran (summary.json `agreement`).
+    lm_eval_metrics: List[str] = field(default_factory=list)
+
+
+SOURCE_KINDS = {  # evaluate.source: "<kind>" or "<kind>:<where>"
+    "model": "the composed model itself: an option (model=…), model.hf_id or model.local_path",
+    "adapter": "adapter:<dir>, a PEFT adapter (or a full fine-tuned model dir) on top of the composed model",
+    "run": "run:<dir>, a finished lec run: its model, data template and serve settings, and its adapter/",
+    "endpoint": "endpoint:<url>, a server already running the challenge API (/process, /tokenize, /decode); the "
+                "composed model then only names its tokenizer family",
+}
 
 
 @dataclass
 class EvaluateConfig:
-    """`python -m lec.evaluate`: which model to evaluate without training (README "Evaluate without training").
-    With none of `adapter` / `run` set, the composed `model` itself (an option, model.hf_id or model.local_path)."""
+    """`python -m lec.evaluate`: which model to evaluate without training (README "Evaluate without training");
+    `-m evaluate.source=a,b,c` evaluates several into one leaderboard."""
 
+    source: str = "model"  # see SOURCE_KINDS
     name: Optional[str] = None  # the entry's name on the leaderboard and in MLflow; null = from the source
-    adapter: Optional[str] = None  # a PEFT adapter dir (or a full fine-tuned model dir) on top of `model`
-    run: Optional[str] = None  # a finished lec run dir: its model, data template and serve settings, its adapter/
 
 
 # --- run-level settings -------------------------------------------------------------------------------------------
@@ -627,43 +643,67 @@ def validate(cfg: LecConfig) -> LecConfig:
     _check_data(cfg.data)
     _check_train(cfg.train)
     _check_serve(cfg.serve)
-    _check_eval(cfg.eval)
-    _check_evaluate(cfg.evaluate)
+    evaluate_source(cfg.evaluate)
+    _check_backends(cfg.eval)
     return cfg
 
 
-def _check_eval(ev: EvalConfig) -> None:
-    if ev.endpoint is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", ev.endpoint):
-        raise ConfigError(f"eval.endpoint={ev.endpoint!r} is not a URL: give the server's base, e.g. http://127.0.0.1:8080")
-    if ev.endpoint is not None and ev.eval_base:
-        raise ConfigError("eval.endpoint evaluates the model behind that URL only: eval.eval_base=true has no base "
-                          "model to serve beside it")  # fmt: skip
+def _check_backends(ev: EvalConfig) -> None:
+    if not ev.backends or len(set(ev.backends)) != len(ev.backends):
+        raise ConfigError(f"eval.backends={[b.value for b in ev.backends]}: name each backend once, at least one "
+                          f"({', '.join(b.value for b in Backend)})")  # fmt: skip
+    if Backend.lm_eval in ev.backends and not ev.lm_eval_tasks:
+        raise ConfigError("eval.backends has lm_eval but eval.lm_eval_tasks is empty: name lm-eval tasks (eval=smoke "
+                          "has lec_mmlu_*, lec_gsm)")  # fmt: skip
+    for pair in ev.lm_eval_metrics:
+        key, values = lm_eval_pair(pair)
+        unknown = [v for v in values if v.split("/")[0] not in ev.lm_eval_tasks]
+        if unknown:
+            raise ConfigError(f"eval.lm_eval_metrics: {unknown[0]!r} names a task not in eval.lm_eval_tasks "
+                              f"({', '.join(ev.lm_eval_tasks) or 'none'})")  # fmt: skip
+
+
+def lm_eval_pair(pair: str) -> Tuple[str, Tuple[str, ...]]:
+    """"mmlu/exact_match=lec_mmlu_a/acc+lec_mmlu_b/acc" → ("mmlu/exact_match", ("lec_mmlu_a/acc", "lec_mmlu_b/acc"))."""
+    part = r"[^/=+\s]+/[^/=+\s]+"
+    if not re.fullmatch(rf"{part}={part}(\+{part})*", pair):
+        raise ConfigError(f"eval.lm_eval_metrics: {pair!r} is not '<helm scenario>/<metric>=<task>/<metric>"
+                          "[+<task>/<metric>…]'")  # fmt: skip
+    key, _, values = pair.partition("=")
+    return key, tuple(values.split("+"))
 
 
 def check_training_run(cfg: LecConfig) -> None:
     """`python -m lec` and the DVC stages train and evaluate their own model: the keys that pick another model to
     evaluate belong to `python -m lec.evaluate`, and are refused here rather than ignored."""
-    set_keys = [f"evaluate.{f.name}" for f in dataclasses.fields(EvaluateConfig) if getattr(cfg.evaluate, f.name) is not None]
-    if cfg.eval.endpoint is not None:
-        set_keys.append("eval.endpoint")
-    if set_keys:
-        raise ConfigError(f"{', '.join(set_keys)}: read by `python -m lec.evaluate` (evaluation without training), "
-                          "not by a training run")  # fmt: skip
+    if cfg.evaluate != EvaluateConfig():
+        raise ConfigError("evaluate.source / evaluate.name are read by `python -m lec.evaluate` (evaluation without "  # tested: tests/evaluate/test_main.py
+                          "training), not by a training run")  # fmt: skip
 
 
-def _check_evaluate(ev: EvaluateConfig) -> None:
-    if ev.adapter is not None and ev.run is not None:
-        raise ConfigError("evaluate.adapter and evaluate.run are two sources: give one (a run dir brings its adapter)")
-    _must_exist("evaluate.adapter", ev.adapter, want_dir=True)
-    _must_exist("evaluate.run", ev.run, want_dir=True)
-    if ev.adapter is not None and not any((Path(ev.adapter) / f).exists() for f in ("adapter_config.json", "config.json")):
-        raise ConfigError(f"evaluate.adapter={ev.adapter} holds neither adapter_config.json (a PEFT adapter) nor "
-                          "config.json (a full fine-tuned model)")  # fmt: skip
-    if ev.run is not None:
-        for need in ("config.yaml", "adapter"):
-            if not (Path(ev.run) / need).exists():
-                raise ConfigError(f"evaluate.run={ev.run} has no {need}: give the dir of a lec run whose finetune "
-                                  "finished (outputs/runs/<time>)")  # fmt: skip
+def evaluate_source(ev: EvaluateConfig) -> Tuple[str, Optional[str]]:
+    """evaluate.source → (kind, where), checked: the dir exists and holds what the kind needs, the URL is one."""
+    kind, _, where = ev.source.partition(":")
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(f"evaluate.source={ev.source!r}: unknown kind {kind!r}; valid: model, adapter:<dir>, "
+                          "run:<dir>, endpoint:<url>")  # fmt: skip
+    if (kind == "model") != (where == ""):
+        raise ConfigError(f"evaluate.source={ev.source!r}: {SOURCE_KINDS[kind].split(',')[0]}")
+    if kind == "endpoint":
+        if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", where):
+            raise ConfigError(f"evaluate.source={ev.source!r}: not a URL; e.g. endpoint:http://127.0.0.1:8080")
+        return kind, where.rstrip("/")
+    if kind == "model":
+        return kind, None
+    if not Path(where).is_dir():
+        raise ConfigError(f"evaluate.source={ev.source}: no such directory" +
+                          (f" (cwd: {Path.cwd()})" if not Path(where).is_absolute() else ""))  # fmt: skip
+    need = {"adapter": [("adapter_config.json", "config.json")], "run": [("config.yaml",), ("adapter",)]}[kind]
+    for names in need:
+        if not any((Path(where) / n).exists() for n in names):
+            raise ConfigError(f"evaluate.source={ev.source!r}: {where} has no {' or '.join(names)} "
+                              f"({SOURCE_KINDS[kind]})")  # fmt: skip
+    return kind, str(Path(where).resolve())
 
 
 def check_ranges(obj: Any, path: str = "") -> None:

@@ -37,6 +37,7 @@ class RunSummary:
     scores: Dict[str, Dict[str, float]] = field(default_factory=dict)  # {label: {scenario | raw_score: mean}}
     standing: Dict[str, score.PoolResult] = field(default_factory=dict)  # {label: rank among the pool}
     eval_timed_out: bool = False
+    agreement: Dict[str, Dict[str, dict]] = field(default_factory=dict)  # {label: {helm metric: helm, lm_eval, diff}}
     status: str = "RUNNING"  # how the run ended: FINISHED | KILLED | FAILED (as in MLflow)
     end: str = ""  # … in one line: "finished", "stopped by SIGTERM", "WriteError: could not write …"
 
@@ -104,7 +105,7 @@ def _summarise(summary: RunSummary, name: str, result: Any) -> None:
     if name == "finetune":
         summary.train = track.train_summary(result)
     elif name == "evaluate":
-        summary.eval_timed_out = result.timed_out
+        summary.eval_timed_out, summary.agreement = result.timed_out, result.agreement
     elif name == "score":
         summary.challenge, summary.scores, summary.standing = result.challenge, result.scores, result.standing
 
@@ -119,7 +120,7 @@ def _jsonable(s: RunSummary) -> dict:
     }  # fmt: skip
     return {"run_dir": str(s.run_dir), "run_id": s.run_id, "timings": s.timings, "train": s.train,
             "challenge": s.challenge, "scores": s.scores, "standing": standing,
-            "eval_timed_out": s.eval_timed_out, "status": s.status, "end": s.end}  # fmt: skip
+            "eval_timed_out": s.eval_timed_out, "agreement": s.agreement, "status": s.status, "end": s.end}  # fmt: skip
 
 
 def stage_main(argv: Optional[List[str]] = None) -> int:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from lec.config import (AdapterKind, Attention, ConfigError, DataConfig, Device, DType, LecConfig, ModelConfig,
+from lec.config import (AdapterKind, Attention, Backend, ConfigError, DataConfig, Device, DType, LecConfig, ModelConfig,
                         Optimizer, QuantConfig, Scheduler, ScoreConfig, SweepConfig, SyntheticEvalConfig,
-                        Template, tracking_uri)  # fmt: skip
+                        Template, lm_eval_pair, tracking_uri)  # fmt: skip
 
 # Module names of every Linear in a decoder block, per layout (what peft's `all-linear` selects there).
 BLOCK_LINEARS = {
@@ -163,7 +163,10 @@ class EvalPlan:
     eval_base: bool
     synthetic: Optional[SyntheticEvalConfig]
     cache_dir: str  # HELM's request cache (absolute), keyed inside by each model's identity
-    endpoint: Optional[str] = None  # a running server to evaluate instead of serving the model
+    backends: Tuple[Backend, ...] = (Backend.helm,)  # the first is scored
+    lm_eval_tasks: Tuple[str, ...] = ()
+    lm_eval_metrics: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  # ((helm scenario/metric, (task/metric, …)), …)
+    endpoint: Optional[str] = None  # a running server to evaluate instead of serving one (evaluate.source=endpoint:…)
 
 
 @dataclass(frozen=True)
@@ -243,7 +246,8 @@ def build(cfg: LecConfig) -> Plan:
     ev = cfg.eval
     cache_dir = Path(ev.cache_dir) if ev.cache_dir else Path(cfg.outputs_dir) / "cache" / "helm"
     evaluation = EvalPlan(ev.name, ev.suite, entries, ev.max_eval_instances, ev.num_threads, ev.budget_min,
-                          ev.eval_base, ev.synthetic, str(cache_dir.resolve()), ev.endpoint)  # fmt: skip
+                          ev.eval_base, ev.synthetic, str(cache_dir.resolve()), tuple(ev.backends),
+                          tuple(ev.lm_eval_tasks), tuple(lm_eval_pair(m) for m in ev.lm_eval_metrics))  # fmt: skip
     return Plan(
         model=cfg.model, data=cfg.data, train=train, serve=serve, eval=evaluation, score=cfg.score, sweep=cfg.sweep,
         tracking_uri=tracking_uri(cfg), experiment=cfg.mlflow.experiment, outputs_dir=str(Path(cfg.outputs_dir).resolve()), seed=cfg.seed, run_name=cfg.run_name,

@@ -21,7 +21,7 @@ def print_summary(s: RunSummary, tracking_uri: str, console: Optional[Console] =
     console = console or Console()
     labels = list(s.challenge)
     both = "tuned" in labels and "base" in labels
-    table = Table(title=f"lec run {s.run_id[:8]} — challenge metrics from HELM")
+    table = Table(title=f"lec run {s.run_id[:8]} — challenge metrics")
     for col in ["scenario", "metric", *labels] + (["Δ tuned − base"] if both else []):
         table.add_column(col, justify="left" if col in ("scenario", "metric") else "right")
     for sc in score.SCENARIOS:
@@ -44,6 +44,15 @@ def print_summary(s: RunSummary, tracking_uri: str, console: Optional[Console] =
         ranks.add_row(lab, f"{st.rank} of {r.pool_size + 1}", _fmt(st.score_open), _fmt(st.score_hidden),
                       _fmt(st.score_full), _fmt(st.gap))  # fmt: skip
     console.print(ranks)
+    if s.agreement:  # both backends scored the same items: how far the two implementations are apart
+        agree = Table(title="the same items, two implementations: HELM vs lm-evaluation-harness")
+        for col in ["model", "HELM metric", "HELM", "lm-eval", "lm-eval − HELM", "lm-eval from"]:
+            agree.add_column(col, justify="left" if col in ("model", "HELM metric", "lm-eval from") else "right")
+        for lab, pairs in s.agreement.items():
+            for key, v in pairs.items():
+                agree.add_row(lab, key, _fmt(v["helm"]), _fmt(v["lm_eval"]), f"{v['difference']:+.3f}",
+                              ", ".join(v["lm_eval_from"]))  # fmt: skip
+        console.print(agree)
     if s.train:
         console.print(f"train: {s.train['steps']} steps, loss {s.train['loss']:.3f}, "
                       f"{s.train['tokens_per_s']:.0f} tokens/s, {s.train['trainable_params']:,} trainable params")  # fmt: skip

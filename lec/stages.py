@@ -74,7 +74,11 @@ class Scored:
 def score(plan: Plan, layout: RunLayout) -> Scored:
     from lec import score as scorer
 
-    metrics_by_label = json.loads((layout.run_dir / "eval_metrics.json").read_text())["metrics"]
+    from lec.evaluate.backends import scored
+
+    ev = json.loads((layout.run_dir / "eval_metrics.json").read_text())
+    metrics_by_label = scored([b.value for b in plan.eval.backends], ev["metrics"], ev.get("lm_eval", {}),
+                              plan.eval.lm_eval_metrics)  # the first backend is the one scored
     pool = scorer.load_pool(plan.score.pool)
     result = Scored(pool_size=len(pool))
     for label, scenarios in metrics_by_label.items():

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lec import config as lec_config
 from lec import files, procs
-from lec.config import LecConfig, SweepConfig
+from lec.config import LecConfig, ScoreConfig, SweepConfig
 from lec.track import (PARENT_FILE, Parent, latest_per_overrides, objective_of, process_tags, read_parent,
                        write_parent)
 from lec.track import client as mlflow_client
@@ -298,13 +298,15 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.parent: Optional[Parent] = None
         self.sweep: Optional[SweepConfig] = None
+        self.score: Optional[ScoreConfig] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # The sweep dir is this launcher's until it exits: a second live sweep there is refused. (The lock lives in
         # the module, not on the callback: launchers pickle their callbacks into each job.)
         _HELD.enter_context(files.claim(Path(str(config.hydra.sweep.dir)).resolve(), "the sweep dir"))
         self.parent = open_parent(config)
-        self.sweep = _master_cfg(config).sweep
+        master = _master_cfg(config)
+        self.sweep, self.score = master.sweep, master.score
         atexit.register(self._close_if_open)
         log.info("sweep %s: MLflow parent run %s (%s)", self.parent.sweep_id, self.parent.run_id,
                  self.parent.tracking_uri)  # fmt: skip
@@ -335,7 +337,11 @@ class SweepCallback(Callback):
         parent, self.parent = self.parent, None
         close_parent(parent, self.sweep)
         _HELD.close()
-        if self.sweep.compare:
+        evaluations = [r for r in latest_per_overrides(children(parent)).values()
+                       if r.data.tags.get("lec.kind") == "evaluation" and r.info.status == "FINISHED"]  # fmt: skip
+        if evaluations:  # `python -m lec.evaluate -m …`: the models' leaderboard instead of training plots
+            _leaderboard(parent, evaluations, self.score)
+        elif self.sweep.compare:
             try:
                 from lec import compare
 
@@ -352,6 +358,19 @@ class SweepCallback(Callback):
             parent, self.parent = self.parent, None
             close_parent(parent, self.sweep, interrupted=True)
             _HELD.close()
+
+
+def _leaderboard(parent: Parent, runs: List[Any], score: ScoreConfig) -> None:
+    from lec.evaluate import leaderboard
+
+    out = Path(parent.sweep_dir)
+    try:
+        board = leaderboard.build(runs, score, out)
+        if board is not None:
+            leaderboard.to_mlflow(mlflow_client(parent.tracking_uri), parent.run_id, board, out)
+            leaderboard.print_table(board, out)
+    except Exception as err:  # noqa: BLE001 - every model's own numbers are logged already
+        log.error("the leaderboard failed: %s: %s", type(err).__name__, err, exc_info=True)
 
 
 def _stop_local_jobs() -> None:

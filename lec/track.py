@@ -343,9 +343,18 @@ def record_evaluate(ev, plan: Plan, layout: RunLayout) -> None:
         prefix = "" if label == "tuned" else f"{label}/"
         for scenario, metrics in scenarios.items():
             log_metrics({f"{prefix}helm/{metric_name(scenario, k)}": v for k, v in metrics.items()})
+    for label, tasks in ev.lm_eval.items():
+        prefix = "" if label == "tuned" else f"{label}/"
+        for task, metrics in tasks.items():
+            log_metrics({f"{prefix}lm_eval/{metric_name(task, k)}": v for k, v in metrics.items()})
+    for label, pairs in ev.agreement.items():
+        prefix = "" if label == "tuned" else f"{label}/"
+        log_metrics({f"{prefix}agreement/{metric_name(*k.split('/'))}/lm_eval_minus_helm": v["difference"]
+                     for k, v in pairs.items()})  # fmt: skip
     log_metrics({"eval/seconds": ev.seconds, "eval/runs_finished": ev.runs_finished})
     _log_helm_artifacts(ev.helm_output, ev.suite)
-    _write_json(layout.run_dir / "eval_metrics.json", {"metrics": ev.metrics, "seconds": ev.seconds,
+    _write_json(layout.run_dir / "eval_metrics.json", {"metrics": ev.metrics, "lm_eval": ev.lm_eval,
+                                                       "agreement": ev.agreement, "seconds": ev.seconds,
                                                        "timed_out": ev.timed_out, "runs_finished": ev.runs_finished,
                                                        "unanswered": ev.unanswered})  # fmt: skip
     with (layout.run_dir / "scenario_scores.csv").open("w", newline="") as f:  # the per-scenario plot in dvc.yaml

@@ -91,10 +91,98 @@ def test_helm_really_talked_to_the_lec_server(default_run):
     run_dir = next((tmp / "run" / "helm" / "runs" / "smoke").glob("mmlu*model=lec_tuned*"))
     state = json.loads((run_dir / "scenario_state.json").read_text())
     first = state["request_states"][0]
-    assert first["request"]["model_deployment"] == "lec/tuned"
+    deployment = first["request"]["model_deployment"]  # lec-<identity>/tuned: the request cache's shard
+    assert deployment.startswith("lec-") and deployment.endswith("/tuned")
     assert first["result"]["success"] and first["result"]["completions"][0]["text"].strip() in "ABCD"
     prod_env = (tmp / "run" / "helm" / "prod_env" / "model_deployments.yaml").read_text()
     assert "base_url: http://127.0.0.1:" in prod_env
+
+
+def _evaluate(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lec.evaluate", f"outputs_dir={tmp}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _asked(helm_dir: Path) -> int:
+    """Requests HELM sent to a server (not answered from its cache) in the runs under `helm_dir`."""
+    states = [json.loads(p.read_text()) for p in helm_dir.glob("runs/*/*/scenario_state.json")]
+    return sum(not s["result"]["cached"] for st in states for s in st["request_states"])
+
+
+def test_a_finished_run_evaluates_again_to_the_same_numbers(default_run, tmp_path):
+    """`python -m lec.evaluate evaluate.run=<run dir>`: its model and adapter, really served and asked again (a fresh
+    request cache), give the training run's numbers; with the shared cache, nothing is asked at all."""
+    tmp, _, client, trained = default_run
+    fresh = _evaluate(tmp, f"evaluate.source=run:{tmp}/run", f"eval.cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/a")
+    assert fresh.returncode == 0, fresh.stdout[-2000:] + fresh.stderr[-4000:]
+    again = _evaluate(tmp, f"evaluate.source=run:{tmp}/run", f"hydra.run.dir={tmp_path}/b")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-4000:]
+    assert "not served again for HELM): ['tuned', 'base']" in again.stdout  # Hydra logs to stdout
+    runs = {r.data.tags["lec.run_dir"]: r for r in client.search_runs([trained.info.experiment_id],
+                                                                     "tags.`lec.kind` = 'evaluation'")}  # fmt: skip
+    for name in ("a", "b"):
+        run = runs[str(tmp_path / name)]
+        assert run.info.status == "FINISHED" and run.data.tags["lec.eval.kind"] == "run"
+        # Not timings, not sam_sum (sampled at temperature 0.3 with no seed from HELM: any two runs differ); logprobs
+        # differ in the 7th digit with how requests were batched.
+        keys = [k for k in trained.data.metrics if k.startswith("helm/") and not k.startswith("helm/sam_sum/")
+                and "inference_runtime" not in k]  # fmt: skip
+        assert len(keys) > 10, keys
+        assert {k: run.data.metrics[k] for k in keys} == pytest.approx({k: trained.data.metrics[k] for k in keys},
+                                                                       rel=1e-5), name  # fmt: skip
+    assert _asked(tmp_path / "a" / "helm") > 0  # a: HELM asked the server again
+    assert list((tmp_path / "a").glob("server-*.log")) and not list((tmp_path / "b").glob("server-*.log"))
+
+
+def test_three_models_into_one_leaderboard_that_lec_score_reads_back(default_run, tmp_path):
+    """The untuned base, the run's adapter, and the same tuned model behind a running server: one sweep, one
+    leaderboard (organisers' format), ranked; the endpoint and the adapter are one model, so they score alike."""
+    from lec.serve.process import ServerSpec, serving
+
+    tmp, _, client, trained = default_run
+    spec = ServerSpec(tmp / "run" / "config.yaml", tmp_path / "endpoint.log", adapter=tmp / "run" / "adapter",
+                      name="external")  # fmt: skip
+    with serving([spec], timeout_s=180) as (url,):
+        board = _evaluate(tmp, "-m", f"evaluate.source=model,adapter:{tmp}/run/adapter,endpoint:{url}",
+                          f"hydra.sweep.dir={tmp_path}/board")  # fmt: skip
+    assert board.returncode == 0, board.stdout[-3000:] + board.stderr[-4000:]
+    ranks = json.loads((tmp_path / "board" / "leaderboard.json").read_text())
+    names = [name for name, _ in ranks]
+    assert len(ranks) == 3 and names[0] == "tiny" and names[2] == url, names
+    (_, base), (_, adapter), (_, endpoint) = ranks
+    assert adapter == endpoint and adapter["MMLU - EM"] > base["MMLU - EM"]
+    ranked = json.loads((tmp_path / "board" / "leaderboard_ranked.json").read_text())["entries"]
+    assert ranked[-1]["name"] == "tiny" and {r["rank"] for r in ranked[:2]} == {1}  # a tie at the top
+    assert all(r["rank_in_pool"] >= 1 and r["pool_of"] == 11 for r in ranked)
+    rescored = subprocess.run([sys.executable, "-m", "lec.score", "--ranks", str(tmp_path / "board" / "leaderboard.json"),
+                               "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert rescored.returncode == 0, rescored.stderr
+    assert {r["name"]: r["rank"] for r in json.loads(rescored.stdout)} == {r["name"]: r["rank"] for r in ranked}
+    parent = client.search_runs([trained.info.experiment_id], "tags.`lec.kind` = 'leaderboard'")[0]
+    assert parent.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "leaderboard")}
+    assert {"leaderboard/leaderboard.json", "leaderboard/leaderboard.png",
+            "leaderboard/leaderboard_table.json"} <= artifacts  # fmt: skip
+    assert (tmp_path / "board" / "leaderboard.png").stat().st_size > 5000
+    assert "leaderboard (challenge scorer" in board.stdout
+
+
+def test_helm_and_lm_eval_score_the_same_items_side_by_side(default_run, tmp_path):
+    """Both backends on the run's model: lm-eval through the server's OpenAI endpoint on the same generated MMLU and
+    GSM items HELM asks, its metrics beside HELM's, tuned beats base there too, and the difference is reported."""
+    tmp, _, client, trained = default_run
+    out = _evaluate(tmp, f"evaluate.source=run:{tmp}/run", "eval.backends=[helm,lm_eval]", f"hydra.run.dir={tmp_path}/ev")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert "HELM vs lm-evaluation-harness" in out.stdout
+    run = client.search_runs([trained.info.experiment_id], f"tags.`lec.run_dir` = '{tmp_path}/ev'")[0]
+    m = run.data.metrics
+    assert m["lm_eval/lec_mmlu_number_order/acc"] > m["base/lm_eval/lec_mmlu_number_order/acc"]
+    assert "lm_eval/lec_gsm/exact_match_strict-match" in m
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    pair = summary["agreement"]["tuned"]["mmlu/exact_match"]
+    assert pair["helm"] == pytest.approx(m["helm/mmlu/exact_match"]) and pair["lm_eval"] == m["lm_eval/lec_mmlu_number_order/acc"]
+    assert pair["difference"] == pytest.approx(pair["lm_eval"] - pair["helm"])
+    assert m["agreement/mmlu/exact_match/lm_eval_minus_helm"] == pytest.approx(pair["difference"])
 
 
 def test_a_missing_data_file_is_refused_before_any_run(tmp_path):

@@ -96,6 +96,20 @@ BAD = [
     (["eval.entries=['gsm:x=1']", "eval.confs=[]"], "must contain 'model={model}'"),
     (["eval.entries=[]", "eval.confs=[]"], "has no run entries"),
     (["eval.confs=[nope]"], "eval=smoke"),
+    # evaluate.source (python -m lec.evaluate)
+    (["evaluate.source=checkpoint:x"], "unknown kind 'checkpoint'; valid: model, adapter:<dir>, run:<dir>, endpoint:<url>"),
+    (["evaluate.source=model:x"], "evaluate.source='model:x': the composed model itself"),
+    (["evaluate.source=adapter"], "evaluate.source='adapter': adapter:<dir>"),
+    (["evaluate.source=endpoint:ftp//x"], "not a URL; e.g. endpoint:http://127.0.0.1:8080"),
+    (["evaluate.source=run:/nonexistent/run"], "evaluate.source=run:/nonexistent/run: no such directory"),
+    (["evaluate.source=adapter:/tmp"], "/tmp has no adapter_config.json or config.json"),
+    (["evaluate.source=run:/tmp"], "/tmp has no config.yaml"),
+    # evaluation backends
+    (["eval.backends=[helm,helm]"], "eval.backends=['helm', 'helm']: name each backend once"),
+    (["eval.backends=[]"], "at least one (helm, lm_eval)"),
+    (["eval.backends=[lm_eval]", "eval.lm_eval_tasks=[]"], "eval.lm_eval_tasks is empty"),
+    (["eval.lm_eval_metrics=[mmlu]"], "eval.lm_eval_metrics: 'mmlu' is not '<helm scenario>/<metric>=<task>/<metric>"),
+    (["eval.lm_eval_metrics=['mmlu/em=other/acc']"], "'other/acc' names a task not in eval.lm_eval_tasks"),
     # composition
     (["model=mistral8b"], "model=mistral8b: no such option; available: gemma2_9b, hf, llama2_7b"),
     (["adapter.r=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),

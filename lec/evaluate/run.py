@@ -16,8 +16,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import requests
 
 from lec import files
-from lec.config import ModelConfig
+from lec.config import Backend, ModelConfig
 from lec.evaluate import helm, identity
+from lec.evaluate.backends import agreement
 from lec.evaluate.smoke_data import write_scenarios
 from lec.evaluate.stats import read_suite, scenario_metrics
 from lec.plan import EvalPlan, RunLayout, ServePlan
@@ -43,6 +44,8 @@ class EvalResult:
     summarize_rc: Optional[int] = None
     labels: List[str] = field(default_factory=list)
     unanswered: Dict[str, List[str]] = field(default_factory=dict)  # {label: scenarios with no finished run}
+    lm_eval: Dict[str, Dict[str, Dict[str, float]]] = field(default_factory=dict)  # {label: {task: {metric: value}}}
+    agreement: Dict[str, Dict[str, dict]] = field(default_factory=dict)  # both backends on one item set (backends.py)
 
 
 def evaluate(
@@ -53,8 +56,9 @@ def evaluate(
     adapter_dir: Optional[Path],
     base_dir: Optional[Path],
 ) -> EvalResult:
-    """Evaluate the tuned model (and, with eval.eval_base, the untuned base) on the plan's suite with real HELM —
-    or, with eval.endpoint, the model behind that URL. The server processes load the run's config from layout.config."""
+    """Evaluate the tuned model (and, with eval.eval_base, the untuned base) — or, with an endpoint, the model behind
+    that URL — with each of eval.backends: real HELM on the suite, lm-eval on eval.lm_eval_tasks. The server
+    processes load the run's config from layout.config."""
     helm_output = layout.helm
     if ev.synthetic is not None:
         write_scenarios(helm_output, ev.synthetic)
@@ -64,35 +68,56 @@ def evaluate(
         models = [("tuned", adapter_dir)] if adapter_dir else []
         if ev.eval_base or not models:
             models.append(("base", None))
-    tokenizer = _special_tokens(model, base_dir)
-    suite = list(ev.entries)
-    store = Path(ev.cache_dir)
-    with _served(ev, serve, layout, models, base_dir) as urls:
-        # HELM fits prompts to max_sequence_length; the server's prompt template (data.template / serve.prompt_template)
-        # adds tokens, so HELM is told the served context minus what the server reports its wrapper needs.
-        health = [_health(url, serve.context) for url in urls]
-        ids = _identities(ev, serve, model, layout, models, base_dir, urls, health)
-        restored = sum(restore_finished(store, run_key(ev, ids[label]), helm_output, ev.suite, label) for label in ids)
-        if restored:
-            log.info("%d HELM runs already finished for these models: kept, not run again", restored)
-        context = [h["context"] - h["wrapper_tokens"] for h in health]
-        served = [helm.ServedModel(label, url, n, *tokenizer, ids[label].short)
-                  for (label, _), url, n in zip(models, urls, context)]  # fmt: skip
-        helm.write_prod_env(helm_output / "prod_env", served, store / "requests")
-        conf = helm_output / "run_entries.conf"
-        entries = helm.write_conf(conf, suite, served)
-        result = helm.helm_run(
-            conf,
-            helm_output,
-            helm_output / "prod_env",
-            suite=ev.suite,
-            max_eval_instances=ev.max_eval_instances,
-            num_threads=ev.num_threads,
-            budget_s=ev.budget_min * 60,
-            cache_dir=layout.cache,
-        )
-    for label in ids:
-        keep_finished(store, run_key(ev, ids[label]), helm_output, ev.suite, label)
+    suite, store = list(ev.entries), Path(ev.cache_dir)
+    ids = _identities(ev, serve, model, layout, models, base_dir)
+    keys = {label: run_key(ev, ident) for label, ident in ids.items()}
+    entries = [e.format(model=f"{helm.ORG}/{label}") for label, _ in models for e in suite]
+    use_helm, use_lm_eval = Backend.helm in ev.backends, Backend.lm_eval in ev.backends
+    todo = [(label, a) for label, a in models if use_helm and not restore_complete(store, keys[label], helm_output,
+                                                                                  ev.suite, label, suite)]  # fmt: skip
+    restored = sum(restore_finished(store, keys[label], helm_output, ev.suite, label) for label, _ in todo)
+    done = [label for label, _ in models if use_helm and label not in dict(todo)]
+    if done or restored:
+        log.info("already evaluated on this suite (not served again for HELM): %s; finished HELM runs kept for the "
+                 "rest: %d", done or "none", restored)  # fmt: skip
+    result = helm.HelmRun(helm_output, ev.suite, 0, 0.0, False, None)  # nothing for HELM to run
+    lm_eval: Dict[str, Dict[str, Dict[str, float]]] = {}
+    serve_now = models if use_lm_eval else todo
+    if serve_now:
+        with _served(ev, serve, layout, serve_now, base_dir) as urls:
+            # HELM fits prompts to max_sequence_length; the server's prompt template (data.template /
+            # serve.prompt_template) adds tokens, so HELM is told the served context minus what the wrapper needs.
+            health = {label: _health(url, serve.context) for (label, _), url in zip(serve_now, urls)}
+            url_of = {label: url for (label, _), url in zip(serve_now, urls)}
+            if todo:
+                tokenizer = _special_tokens(model, base_dir)
+                served = [helm.ServedModel(label, url_of[label], health[label]["context"] - health[label]["wrapper_tokens"],
+                                           *tokenizer, ids[label].short) for label, _ in todo]  # fmt: skip
+                result = _helm_run(ev, layout, served, store)
+            if use_lm_eval:
+                lm_eval = _lm_eval(ev, serve, model, layout, base_dir, url_of, health, ids)
+        complete = result.returncode == 0 and not result.timed_out  # helm-run exits non-zero when a run failed
+        for label, _ in todo:
+            keep_finished(store, keys[label], helm_output, ev.suite, label, suite if complete else None)
+    metrics, unanswered, summarize_rc, n_runs = _helm_metrics(ev, layout, models, result) if use_helm else ({}, {}, None, 0)
+    return EvalResult(helm_output, ev.suite, entries, metrics, result.seconds, result.timed_out, n_runs, summarize_rc,
+                      [label for label, _ in models], unanswered, lm_eval,
+                      agreement(metrics, lm_eval, ev.lm_eval_metrics))  # fmt: skip
+
+
+def _helm_run(ev: EvalPlan, layout: RunLayout, served: List[helm.ServedModel], store: Path) -> helm.HelmRun:
+    helm_output = layout.helm
+    helm.write_prod_env(helm_output / "prod_env", served, store / "requests")
+    conf = helm_output / "run_entries.conf"
+    helm.write_conf(conf, list(ev.entries), served)
+    return helm.helm_run(conf, helm_output, helm_output / "prod_env", suite=ev.suite,
+                         max_eval_instances=ev.max_eval_instances, num_threads=ev.num_threads,
+                         budget_s=ev.budget_min * 60, cache_dir=layout.cache)  # fmt: skip
+
+
+def _helm_metrics(ev: EvalPlan, layout: RunLayout, models: List[Tuple[str, Optional[Path]]], result: helm.HelmRun):
+    """(metrics per model, unanswered scenarios per model, helm-summarize's exit, finished runs) of the suite."""
+    helm_output = layout.helm
     runs = read_suite(helm_output, ev.suite)
     if not runs and not result.timed_out:
         raise EvalError(f"helm-run finished no run (exit {result.returncode}):\n{helm.log_tail(result.log_path)}")
@@ -103,23 +128,33 @@ def evaluate(
     metrics = {label: by_model.get(f"{helm.ORG}/{label}", {}) for label, _ in models}
     unanswered = {}
     if result.timed_out:  # the challenge's rule: what the budget left unanswered scores 0
-        expected = suite_groups(suite)
+        expected = suite_groups(list(ev.entries))
         for label, _ in models:
             unanswered[label] = score_unanswered(metrics[label], expected)
         log.warning("eval budget of %.0f min ran out; unanswered scenarios scored 0: %s", ev.budget_min,
                     unanswered)  # fmt: skip
-    return EvalResult(
-        helm_output,
-        ev.suite,
-        entries,
-        metrics,
-        result.seconds,
-        result.timed_out,
-        len(runs),
-        summarize_rc,
-        [label for label, _ in models],
-        unanswered,
-    )
+    return metrics, unanswered, summarize_rc, len(runs)
+
+
+def _lm_eval(ev: EvalPlan, serve: ServePlan, model: ModelConfig, layout: RunLayout, base_dir: Optional[Path],
+             url_of: Dict[str, str], health: Dict[str, dict],
+             ids: Dict[str, identity.Identity]) -> Dict[str, Dict[str, Dict[str, float]]]:  # fmt: skip
+    """lm-eval on every served model, through its /v1/completions; the smoke tasks written beside HELM's files."""
+    from lec.evaluate import lm_eval_backend
+
+    tasks_dir = None
+    if ev.synthetic is not None:
+        tasks_dir = lm_eval_backend.write_tasks(layout.helm, ev.synthetic.mmlu_subjects, layout.run_dir / "lm_eval_tasks")
+    tokenizer = str(base_dir or model.local_path or model.hf_id)
+    out = {}
+    for label, url in url_of.items():
+        log.info("lm-eval on %s: %s", label, ", ".join(ev.lm_eval_tasks))
+        out[label] = lm_eval_backend.evaluate(url, str(health[label].get("model") or label), tokenizer,
+                                              list(ev.lm_eval_tasks), tasks_dir,
+                                              Path(ev.cache_dir) / "lm_eval" / ids[label].short,
+                                              health[label]["context"], ev.num_threads, ev.max_eval_instances,
+                                              serve.api_key)  # fmt: skip
+    return out
 
 
 # --- finished runs, kept per model identity ------------------------------------------------------------------------
@@ -158,16 +193,37 @@ def restore_finished(store: Path, key: str, helm_output: Path, suite: str, label
     return n
 
 
-def keep_finished(store: Path, key: str, helm_output: Path, suite: str, label: str) -> None:
-    """Copy every run this evaluation finished into the store (atomically: a half-copied run is never seen)."""
-    for run in _runs_of(helm_output / "runs" / suite, label):
-        out = store / "runs" / key / run.name
-        if _finished(run) and not out.exists():
-            try:
+def keep_finished(store: Path, key: str, helm_output: Path, suite: str, label: str,
+                  complete: Optional[List[str]]) -> None:  # fmt: skip
+    """Copy every run this evaluation finished into the store (atomically: a half-copied run is never seen); with
+    `complete` (the suite's entries, when helm-run finished all of them), record that the model has the whole suite."""
+    runs = [run for run in _runs_of(helm_output / "runs" / suite, label) if _finished(run)]
+    try:
+        for run in runs:
+            out = store / "runs" / key / run.name
+            if not out.exists():
                 with files.atomic_dir(out, "a finished HELM run (the evaluation store)") as tmp:
                     shutil.copytree(run, tmp, dirs_exist_ok=True)
-            except files.WriteError as err:  # the store is a cache: the evaluation's own output is complete
-                log.warning("%s", err)
+        if complete is not None and runs:
+            manifest = {"entries": sorted(complete), "runs": sorted(run.name for run in runs)}
+            files.write_json(store / "runs" / key / f"complete-{label}.json", manifest, "the evaluation store")
+    except files.WriteError as err:  # the store is a cache: the evaluation's own output is complete
+        log.warning("%s", err)
+
+
+def restore_complete(store: Path, key: str, helm_output: Path, suite: str, label: str, entries: List[str]) -> bool:
+    """When the store holds every run of these entries for this model (an earlier evaluation finished them all),
+    copy them into this evaluation's output and say so: the model need not be served at all."""
+    try:
+        manifest = json.loads((store / "runs" / key / f"complete-{label}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    runs = [store / "runs" / key / name for name in manifest.get("runs", [])]
+    # Only the very same entries: which run belongs to which entry is HELM's to say (a subset runs again, from cache)
+    if set(entries) != set(manifest.get("entries", [])) or not runs or not all(_finished(r) for r in runs):
+        return False
+    restore_finished(store, key, helm_output, suite, label)
+    return True
 
 
 @contextlib.contextmanager
@@ -202,11 +258,11 @@ def _health(url: str, context: int) -> dict:
 
 
 def _identities(ev: EvalPlan, serve: ServePlan, model: ModelConfig, layout: RunLayout,
-                models: List[Tuple[str, Optional[Path]]], base_dir: Optional[Path], urls: List[str],
-                health: List[dict]) -> Dict[str, identity.Identity]:  # fmt: skip
+                models: List[Tuple[str, Optional[Path]]], base_dir: Optional[Path]) -> Dict[str, identity.Identity]:
     """Each evaluated model's identity (the key of its request cache and finished runs), logged with its strength."""
     if ev.endpoint:
-        ids = {"endpoint": identity.of_endpoint(urls[0], str(health[0].get("model")), {"context": health[0]["context"]})}
+        health = _health(ev.endpoint.rstrip("/"), serve.context)
+        ids = {"endpoint": identity.of_endpoint(ev.endpoint, str(health.get("model")), {"context": health["context"]})}
     else:
         weights = base_dir or (Path(model.local_path) if model.local_path else
                                identity.hf_cache_dir(model.hf_id, model.revision))  # fmt: skip

@@ -1,0 +1,109 @@
+"""The second evaluation backend: EleutherAI's lm-evaluation-harness (lm-eval 0.4.13) against a served model's OpenAI
+endpoint, `/v1/completions`, through lm-eval's own `local-completions` model — the same way it evaluates any
+OpenAI-compatible server (vLLM, TGI, another lec server).
+
+- Requests go as token ids (`tokenized_requests`): a loglikelihood is scored from exactly the tokens lm-eval counted
+  its context length on (echo + logprobs; lec's server returns the prompt's own logprobs), with the model's
+  tokenizer read from its files, offline.
+- lm-eval's request cache (`use_cache`) is a SQLite file per served model's identity under `eval.cache_dir`, like
+  HELM's: an evaluation started again re-asks nothing it has an answer for.
+- Offline, the smoke suite exists as lm-eval tasks over the very files lec generates for HELM (`write_tasks`):
+  `lec_mmlu_<subject>` (multiple choice by loglikelihood, lm-eval's MMLU prompt) and `lec_gsm` (generation, HELM's
+  GSM prompt, lm-eval's strict match on the number after "The answer is"). With network, any lm-eval task name works
+  (`eval.lm_eval_tasks`; conf/eval/open_lm_eval.yaml maps the challenge's open scenarios).
+Results come back as `{task: {metric: value}}` ("acc", "exact_match_strict-match": the filter joins the name).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+log = logging.getLogger(__name__)
+MMLU_COLUMNS = ["question", "A", "B", "C", "D", "answer"]  # HELM's MMLU CSVs have no header row
+
+
+def write_tasks(helm_output: Path, subjects: List[str], out: Path) -> Path:
+    """lm-eval task YAMLs over the smoke suite's generated files (lec/evaluate/smoke_data.py); returns the dir."""
+    out.mkdir(parents=True, exist_ok=True)
+    mmlu = helm_output / "scenarios" / "mmlu" / "data"
+    for subject in subjects:
+        task = {
+            "task": f"lec_mmlu_{subject}",
+            "dataset_path": "csv",
+            "dataset_kwargs": {"data_files": {"test": str(mmlu / "test" / f"{subject}_test.csv"),
+                                              "dev": str(mmlu / "dev" / f"{subject}_dev.csv")},
+                               "column_names": MMLU_COLUMNS},  # fmt: skip
+            "test_split": "test",
+            "fewshot_split": "dev",
+            "fewshot_config": {"sampler": "first_n"},  # the dev split in order, as HELM's in-context examples
+            "num_fewshot": 5,
+            "output_type": "multiple_choice",
+            # lm-eval's MMLU prompt (lm_eval/tasks/mmlu/default/_default_template_yaml at v0.4.13)
+            "doc_to_text": "{{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\nAnswer:",
+            "doc_to_choice": ["A", "B", "C", "D"],
+            "doc_to_target": "{{['A', 'B', 'C', 'D'].index(answer)}}",
+            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        }
+        (out / f"lec_mmlu_{subject}.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+    gsm = helm_output / "scenarios" / "gsm"
+    task = {
+        "task": "lec_gsm",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(gsm / "gsm_data_test"), "train": str(gsm / "gsm_data_train")}},
+        "test_split": "test",
+        "fewshot_split": "train",
+        "fewshot_config": {"sampler": "first_n"},
+        "num_fewshot": 5,
+        "output_type": "generate_until",
+        # HELM's GSM8K prompt (what the smoke suite's HELM entry sends: "Q: … A: … The answer is N."), lm-eval's
+        # strict match on the number after "The answer is" (lm_eval/tasks/gsm8k/gsm8k-cot.yaml at v0.4.13)
+        "doc_to_text": "Q: {{question}}\nA:",
+        "doc_to_target": "{{answer.split('####')[0].strip()}} The answer is {{answer.split('####')[-1].strip()}}.",
+        "target_delimiter": " ",
+        "generation_kwargs": {"until": ["\n\n"], "do_sample": False, "temperature": 0.0, "max_gen_toks": 128},
+        "filter_list": [{"name": "strict-match", "filter": [
+            {"function": "regex", "regex_pattern": "The answer is (\\-?[0-9\\.\\,]+)"},
+            {"function": "take_first"}]}],  # fmt: skip
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
+                         "ignore_case": True, "ignore_punctuation": False,
+                         "regexes_to_ignore": [",", "\\$", "\\.$"]}],  # fmt: skip
+    }
+    (out / "lec_gsm.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
+    return out
+
+
+def evaluate(url: str, served_name: str, tokenizer_dir: str, tasks: List[str], tasks_dir: Optional[Path],
+             cache: Path, context: int, num_concurrent: int, limit: Optional[int],
+             api_key: Optional[str] = None) -> Dict[str, Dict[str, float]]:  # fmt: skip
+    """Run lm-eval's `local-completions` model against `url`'s /v1/completions on `tasks`."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the packaged csv/json builders need no network
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    model_args = {"base_url": f"{url}/v1/completions", "model": served_name, "tokenizer": tokenizer_dir,
+                  "tokenizer_backend": "huggingface", "tokenized_requests": True, "num_concurrent": num_concurrent,
+                  "max_retries": 1, "max_length": context, "timeout": 600,
+                  **({"auth_token": api_key} if api_key else {})}  # fmt: skip
+    manager = TaskManager(include_path=str(tasks_dir) if tasks_dir else None)
+    out = simple_evaluate(model="local-completions", model_args=model_args, tasks=list(tasks), task_manager=manager,
+                          use_cache=str(cache), limit=limit, log_samples=False, bootstrap_iters=0,
+                          verbosity="WARNING")  # fmt: skip
+    return metrics_of(out["results"])
+
+
+def metrics_of(results: Dict[str, Dict[str, object]]) -> Dict[str, Dict[str, float]]:
+    """lm-eval's `{task: {"acc,none": 0.5, "acc_stderr,none": …}}` → `{task: {"acc": 0.5}}` (stderr left out)."""
+    out: Dict[str, Dict[str, float]] = {}
+    for task, values in results.items():
+        for key, value in values.items():
+            metric, _, filt = key.partition(",")
+            if not filt or "stderr" in metric or not isinstance(value, (int, float)):
+                continue
+            out.setdefault(task, {})[metric if filt == "none" else f"{metric}_{filt}"] = float(value)
+    return out

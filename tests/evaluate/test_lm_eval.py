@@ -1,0 +1,52 @@
+"""lm-evaluation-harness as lec's second backend, offline: its `local-completions` model against the lec server's
+/v1/completions on the smoke tasks lec writes over the files HELM reads; its request cache keyed per model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from lec.evaluate import lm_eval_backend
+from lec.evaluate.smoke_data import write_scenarios
+from lec.serve.app import create_app
+from lec.serve.process import free_port
+
+
+@pytest.fixture(scope="module")
+def served(engine):
+    app = create_app(engine, name="base", max_batch_size=8, batch_wait_ms=2)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", app
+    srv.should_exit = True
+    thread.join(10)
+
+
+def test_the_smoke_tasks_run_offline_and_a_second_run_is_answered_from_the_cache(served, default_cfg, tiny_dir,
+                                                                                    tmp_path):  # fmt: skip
+    url, app = served
+    synthetic = default_cfg.eval.synthetic
+    write_scenarios(tmp_path / "helm", synthetic)
+    tasks_dir = lm_eval_backend.write_tasks(tmp_path / "helm", synthetic.mmlu_subjects, tmp_path / "tasks")
+    tasks = [f"lec_mmlu_{synthetic.mmlu_subjects[0]}", "lec_gsm"]
+    run = lambda: lm_eval_backend.evaluate(url, "base", str(tiny_dir), tasks, tasks_dir, tmp_path / "cache" / "m1",
+                                           context=2048, num_concurrent=2, limit=6)  # noqa: E731
+    first = run()
+    assert set(first) == set(tasks)
+    assert 0.0 <= first[tasks[0]]["acc"] <= 1.0 and 0.0 <= first["lec_gsm"]["exact_match_strict-match"] <= 1.0
+    steps = app.state.batcher.steps
+    assert steps > 0
+    assert run() == first and app.state.batcher.steps == steps  # every request answered from lm-eval's cache
+
+
+def test_metrics_of_keeps_values_and_drops_stderr():
+    results = {"t": {"alias": "t", "acc,none": 0.5, "acc_stderr,none": 0.1, "exact_match,strict-match": 0.25}}
+    assert lm_eval_backend.metrics_of(results) == {"t": {"acc": 0.5, "exact_match_strict-match": 0.25}}
