@@ -448,6 +448,20 @@ class EvalConfig:
     lm_eval_metrics: List[str] = field(default_factory=list)
 
 
+@dataclass
+class RulesConfig:
+    """A competition's rules as data (conf/rules/): what `compliance` answers for every run and leaderboard entry."""
+
+    name: str = MISSING
+    source: str = ""  # the rules page
+    base_families: Dict[str, str] = field(default_factory=dict)  # family → regex on the model's id
+    instruction_tuned: str = ""  # regex: a name that marks an instruction-tuned model
+    base_licenses: List[str] = field(default_factory=list)
+    track_hardware: List[str] = field(default_factory=list)  # hardware option names of the tracks
+    max_train_hours: float = num(24.0, 0, lo_open=True)
+    max_eval_min: float = num(120.0, 0, lo_open=True)
+
+
 SOURCE_KINDS = {  # evaluate.source: "<kind>" or "<kind>:<where>"
     "model": "the composed model itself: an option (model=…), model.hf_id or model.local_path",
     "adapter": "adapter:<dir>, a PEFT adapter (or a full fine-tuned model dir) on top of the composed model",
@@ -546,6 +560,7 @@ class LecConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    rules: RulesConfig = MISSING
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)  # python -m lec.evaluate only
     seed: int = num(0, 0)
     outputs_dir: str = "outputs"
@@ -645,7 +660,17 @@ def validate(cfg: LecConfig) -> LecConfig:
     _check_serve(cfg.serve)
     evaluate_source(cfg.evaluate)
     _check_backends(cfg.eval)
+    _check_rules(cfg.rules)
     return cfg
+
+
+def _check_rules(rules: RulesConfig) -> None:
+    for key, pattern in [*((f"base_families.{k}", v) for k, v in rules.base_families.items()),
+                         ("instruction_tuned", rules.instruction_tuned)]:  # fmt: skip
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"rules.{key}={pattern!r} is not a regular expression: {err}") from None
 
 
 def _check_backends(ev: EvalConfig) -> None:

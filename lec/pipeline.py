@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -38,6 +39,7 @@ class RunSummary:
     standing: Dict[str, score.PoolResult] = field(default_factory=dict)  # {label: rank among the pool}
     eval_timed_out: bool = False
     agreement: Dict[str, Dict[str, dict]] = field(default_factory=dict)  # {label: {helm metric: helm, lm_eval, diff}}
+    compliance: Dict[str, Dict[str, str]] = field(default_factory=dict)  # {question: {answer, why}} (lec/compliance.py)
     status: str = "RUNNING"  # how the run ended: FINISHED | KILLED | FAILED (as in MLflow)
     end: str = ""  # … in one line: "finished", "stopped by SIGTERM", "WriteError: could not write …"
 
@@ -89,6 +91,9 @@ def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: Li
                 timings[name] = time.perf_counter() - start
                 log.info("── %s done in %.1f s", name, timings[name])
                 _summarise(summary, name, result)
+            if "score" in names:  # the evaluators' checklist, from everything the run dir now holds
+                summary.compliance = _compliance(plan, layout, summary)
+                track.record_compliance(summary.compliance)
             track.log_metrics({f"timing/{k}_s": v for k, v in timings.items()})
             summary.status, summary.end = procs.end_state(None)
         except BaseException as err:
@@ -99,6 +104,19 @@ def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: Li
                 files.write_json(layout.run_dir / "summary.json", _jsonable(summary), "the run summary")
         mlflow.log_artifact(str(layout.run_dir / "summary.json"))
     return summary
+
+
+def _compliance(plan: Plan, layout: RunLayout, summary: RunSummary) -> Dict[str, Dict[str, str]]:
+    from lec import compliance
+
+    def read(name: str) -> Optional[dict]:  # a DVC stage process knows the earlier stages from their files
+        path = layout.run_dir / name
+        return json.loads(path.read_text()) if path.exists() else None
+
+    train = summary.train or read("train.json")
+    ev = read("eval_metrics.json") or {}
+    return compliance.check(plan, layout, trained=train is not None and plan.train.enabled, train=train,
+                            eval_seconds=ev.get("seconds"), eval_timed_out=bool(ev.get("timed_out")))  # fmt: skip
 
 
 def _summarise(summary: RunSummary, name: str, result: Any) -> None:
@@ -120,7 +138,7 @@ def _jsonable(s: RunSummary) -> dict:
     }  # fmt: skip
     return {"run_dir": str(s.run_dir), "run_id": s.run_id, "timings": s.timings, "train": s.train,
             "challenge": s.challenge, "scores": s.scores, "standing": standing,
-            "eval_timed_out": s.eval_timed_out, "agreement": s.agreement, "status": s.status, "end": s.end}  # fmt: skip
+            "eval_timed_out": s.eval_timed_out, "agreement": s.agreement, "compliance": s.compliance, "status": s.status, "end": s.end}  # fmt: skip
 
 
 def stage_main(argv: Optional[List[str]] = None) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from lec.config import (AdapterKind, Attention, Backend, ConfigError, DataConfig, Device, DType, LecConfig, ModelConfig,
-                        Optimizer, QuantConfig, Scheduler, ScoreConfig, SweepConfig, SyntheticEvalConfig,
+                        Optimizer, QuantConfig, RulesConfig, Scheduler, ScoreConfig, SweepConfig, SyntheticEvalConfig,
                         Template, lm_eval_pair, tracking_uri)  # fmt: skip
 
 # Module names of every Linear in a decoder block, per layout (what peft's `all-linear` selects there).
@@ -180,6 +180,7 @@ class Plan:
     sweep: SweepConfig
     tracking_uri: str
     experiment: str
+    rules: RulesConfig
     outputs_dir: str
     seed: int
     run_name: Optional[str]
@@ -250,7 +251,7 @@ def build(cfg: LecConfig) -> Plan:
                           tuple(ev.lm_eval_tasks), tuple(lm_eval_pair(m) for m in ev.lm_eval_metrics))  # fmt: skip
     return Plan(
         model=cfg.model, data=cfg.data, train=train, serve=serve, eval=evaluation, score=cfg.score, sweep=cfg.sweep,
-        tracking_uri=tracking_uri(cfg), experiment=cfg.mlflow.experiment, outputs_dir=str(Path(cfg.outputs_dir).resolve()), seed=cfg.seed, run_name=cfg.run_name,
+        tracking_uri=tracking_uri(cfg), experiment=cfg.mlflow.experiment, rules=cfg.rules, outputs_dir=str(Path(cfg.outputs_dir).resolve()), seed=cfg.seed, run_name=cfg.run_name,
     )  # fmt: skip
 
 

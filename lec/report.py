@@ -53,6 +53,14 @@ def print_summary(s: RunSummary, tracking_uri: str, console: Optional[Console] =
                 agree.add_row(lab, key, _fmt(v["helm"]), _fmt(v["lm_eval"]), f"{v['difference']:+.3f}",
                               ", ".join(v["lm_eval_from"]))  # fmt: skip
         console.print(agree)
+    if s.compliance:
+        check = Table(title="the evaluators' checklist (rules: conf/rules/)")
+        for col in ("question", "answer", "why"):
+            check.add_column(col)
+        colour = {"yes": "green", "no": "red", "unknown": "yellow"}
+        for question, a in s.compliance.items():
+            check.add_row(question, f"[{colour[a['answer']]}]{a['answer']}[/]", a["why"])
+        console.print(check)
     if s.train:
         console.print(f"train: {s.train['steps']} steps, loss {s.train['loss']:.3f}, "
                       f"{s.train['tokens_per_s']:.0f} tokens/s, {s.train['trainable_params']:,} trainable params")  # fmt: skip

@@ -377,6 +377,12 @@ def _log_helm_artifacts(helm_output: Path, suite: str) -> None:
         mlflow.log_artifact(str(f), "helm")
 
 
+def record_compliance(compliance: Dict[str, Dict[str, str]]) -> None:
+    """lec.compliance.<question> = yes | no | unknown, and the reason beside it."""
+    for question, a in compliance.items():
+        mlflow.set_tags({f"lec.compliance.{question}": a["answer"], f"lec.compliance.{question}.why": a["why"][:5000]})
+
+
 def record_score(scored, plan: Plan, layout: RunLayout) -> None:
     """challenge/… metrics per model (metrics, scenario means, standing), pool tags, <dir>/score.json."""
     for label, metrics in scored.challenge.items():

@@ -98,6 +98,17 @@ def test_helm_really_talked_to_the_lec_server(default_run):
     assert "base_url: http://127.0.0.1:" in prod_env
 
 
+def test_the_evaluators_checklist_is_answered_from_the_run(default_run):
+    tmp, out, _, run = default_run
+    compliance = json.loads((tmp / "run" / "summary.json").read_text())["compliance"]
+    assert compliance["approved_base_model"]["answer"] == "no"  # the tiny model is no approved base
+    assert compliance["within_limits"]["answer"] == "no" and "hardware=cpu" in compliance["within_limits"]["why"]
+    assert compliance["open_data_no_llm_output"]["answer"] == "yes"  # generated, licensed, LLM check on
+    assert compliance["not_trained_on_test_set"]["answer"] == "yes"  # decontaminated against the smoke suite
+    assert {run.data.tags[f"lec.compliance.{q}"] for q in compliance} <= {"yes", "no", "unknown"}
+    assert "the evaluators' checklist" in out.stdout
+
+
 def _evaluate(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "lec.evaluate", f"outputs_dir={tmp}", *overrides]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -110,6 +110,7 @@ BAD = [
     (["eval.backends=[lm_eval]", "eval.lm_eval_tasks=[]"], "eval.lm_eval_tasks is empty"),
     (["eval.lm_eval_metrics=[mmlu]"], "eval.lm_eval_metrics: 'mmlu' is not '<helm scenario>/<metric>=<task>/<metric>"),
     (["eval.lm_eval_metrics=['mmlu/em=other/acc']"], "'other/acc' names a task not in eval.lm_eval_tasks"),
+    (["rules.instruction_tuned='(chat'"], "rules.instruction_tuned='(chat' is not a regular expression"),
     # composition
     (["model=mistral8b"], "model=mistral8b: no such option; available: gemma2_9b, hf, llama2_7b"),
     (["adapter.r=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),

@@ -36,7 +36,8 @@ def entry_of(run: Any) -> Optional[Tuple[str, Dict[str, float], Dict[str, str]]]
     label = next((lab for lab in MAIN_LABELS if summary["challenge"].get(lab)), None)
     if label is None:
         return None
-    facts = {"source": run.data.tags.get("lec.eval.source", ""), "run_id": run.info.run_id, "run_dir": str(run_dir)}
+    facts = {"source": run.data.tags.get("lec.eval.source", ""), "run_id": run.info.run_id, "run_dir": str(run_dir),
+             "compliance": summary.get("compliance", {})}  # fmt: skip
     return run.data.tags.get("lec.eval.name") or run.info.run_name, summary["challenge"][label], facts
 
 
@@ -108,6 +109,7 @@ def to_mlflow(client: Any, run_id: str, board: Dict[str, Any], out_dir: Path) ->
              "rank_in_pool": [r["rank_in_pool"] for r in rows], "score_open": [r["score_open"] for r in rows],
              "score_hidden": [r["score_hidden"] for r in rows], "score_full": [r["score_full"] for r in rows],
              "raw_score": [r["raw"].get("raw_score") for r in rows], "source": [r["source"] for r in rows],
+             "checklist": [checklist(r["compliance"]) for r in rows],
              "run_id": [r["run_id"] for r in rows]}  # fmt: skip
     client.log_table(run_id, table, "leaderboard/leaderboard_table.json")
     client.set_tag(run_id, "mlflow.note.content", note(board)[:8000])
@@ -117,10 +119,12 @@ def to_mlflow(client: Any, run_id: str, board: Dict[str, Any], out_dir: Path) ->
 def note(board: Dict[str, Any]) -> str:
     lines = [f"**Leaderboard of {len(board['entries'])} models** ({board['mode']} scorer; pool {board['pool']} of "
              f"{board['pool_size']}; scenarios: {', '.join(board['scenarios'])})", "",
-             "| rank | model | in pool | Score_open | Score_hidden | raw score | source |", "|---|---|---|---|---|---|---|"]
+             "| rank | model | in pool | Score_open | Score_hidden | raw score | checklist | source |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in board["entries"]:
         lines.append(f"| {r['rank']} | {r['name']} | {r['rank_in_pool']} of {r['pool_of']} | {_f(r['score_open'])} | "
-                     f"{_f(r['score_hidden'])} | {_f(r['raw'].get('raw_score'))} | `{r['source']}` |")
+                     f"{_f(r['score_hidden'])} | {_f(r['raw'].get('raw_score'))} | {checklist(r['compliance'])} | "
+                     f"`{r['source']}` |")
     return "\n".join(lines)
 
 
@@ -129,14 +133,25 @@ def print_table(board: Dict[str, Any], where: Path) -> None:
     from rich.table import Table
 
     table = Table(title=f"leaderboard ({board['mode']} scorer, pool {board['pool']})")
-    for col in ("rank", "model", "in pool", "Score_open", "Score_hidden", "Score_full", "raw score", "source"):
+    for col in ("rank", "model", "in pool", "Score_open", "Score_hidden", "Score_full", "raw score", "checklist",
+                "source"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("model", "source") else "right")
     for r in board["entries"]:
         table.add_row(str(r["rank"]), r["name"], f"{r['rank_in_pool']} of {r['pool_of']}", _f(r["score_open"]),
-                      _f(r["score_hidden"]), _f(r["score_full"]), _f(r["raw"].get("raw_score")), r["source"])
+                      _f(r["score_hidden"]), _f(r["score_full"]), _f(r["raw"].get("raw_score")),
+                      checklist(r["compliance"]), r["source"])  # fmt: skip
     console = Console(width=200)
     console.print(table)
+    console.print("checklist: approved base · open data, no LLM output · not trained on the test set · within "
+                  "limits (y yes, n no, ? unknown; reasons in each run's summary.json)")
     console.print(f"leaderboard: {where / 'leaderboard.json'} (python -m lec.score --ranks {where / 'leaderboard.json'})")
+
+
+def checklist(compliance: Dict[str, Dict[str, str]]) -> str:
+    """The four answers as four letters: y (yes), n (no), ? (unknown)."""
+    from lec.compliance import QUESTIONS
+
+    return "".join({"yes": "y", "no": "n"}.get(compliance.get(q, {}).get("answer"), "?") for q in QUESTIONS)
 
 
 def _f(v: Optional[float]) -> str:
