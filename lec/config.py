@@ -511,6 +511,9 @@ class ServeConfig:
     max_batch_size: int = num(8, 1)  # rows decoded together (continuous batching); HELM's -n threads fill them
     batch_wait_ms: float = num(5.0, 0)  # when idle, how long the first request waits for others to start with it
     max_new_tokens_limit: int = num(2048, 1)
+    # KV of shared prompt prefixes (HELM's in-context examples), LRU-evicted past this size; 0 = off. 1 GiB holds
+    # ~8k tokens of Mistral-7B's KV (32 layers × 2 × 8 KV heads × 128 × 2 bytes = 128 KiB per token).
+    prefix_cache_mb: float = num(1024.0, 0)
     startup_timeout_s: float = num(180.0, 0, lo_open=True)
     # Per-model prompt wrapper and answer clean-up, as some finalists' servers did (off by default):
     prompt_template: Optional[str] = None  # e.g. "### Input:\n{prompt}\n\n### Response:\n" (Birbal); null = the

@@ -142,6 +142,7 @@ class ServePlan:
     max_batch_size: int
     batch_wait_ms: float
     max_new_tokens_limit: int
+    prefix_cache_bytes: int  # 0 = no prefix cache
     startup_timeout_s: float
     prompt_template: Optional[str]  # None = as sent; the training template unless serve.prompt_template names one
     chat: bool  # wrap with the tokenizer's chat template (data.template=chat)
@@ -238,6 +239,7 @@ def build(cfg: LecConfig) -> Plan:
         host=sv.host, port=sv.port, api_key=sv.api_key, allow_unauthenticated=sv.allow_unauthenticated,
         max_request_bytes=sv.max_request_bytes, context=sv.max_seq_len, max_batch_size=sv.max_batch_size,
         batch_wait_ms=sv.batch_wait_ms, max_new_tokens_limit=sv.max_new_tokens_limit,
+        prefix_cache_bytes=int(sv.prefix_cache_mb * 2**20),
         startup_timeout_s=sv.startup_timeout_s,
         prompt_template=sv.prompt_template or serving_template(cfg.data.template),
         chat=cfg.data.template is Template.chat and sv.prompt_template is None,

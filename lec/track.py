@@ -102,8 +102,12 @@ HEARTBEAT_S = 60.0  # how often a running run refreshes its lec.heartbeat tag (r
 
 
 def process_tags() -> Dict[str, str]:
-    """lec.host, lec.pid and lec.pid_start (the kernel's start time of the pid, so a reused pid is not mistaken)."""
-    return {"lec.host": socket.gethostname(), "lec.pid": str(os.getpid()), "lec.pid_start": _pid_start(os.getpid())}
+    """lec.host, lec.pid, lec.pid_start (the kernel's start time of the pid, so a reused pid is not mistaken) and, in a
+    SLURM job, lec.slurm_job_id."""
+    tags = {"lec.host": socket.gethostname(), "lec.pid": str(os.getpid()), "lec.pid_start": _pid_start(os.getpid())}
+    if os.environ.get("SLURM_JOB_ID"):  # a SLURM job: which one (sacct, scancel, its log)
+        tags["lec.slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    return tags
 
 
 def _pid_start(pid: int) -> str:

@@ -110,7 +110,8 @@ def test_the_evaluators_checklist_is_answered_from_the_run(default_run):
 
 
 def _evaluate(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "lec.evaluate", f"outputs_dir={tmp}", *overrides]
+    flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags before its overrides
+    cmd = [sys.executable, "-m", "lec.evaluate", *flags, f"outputs_dir={tmp}", *[o for o in overrides if o not in flags]]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 

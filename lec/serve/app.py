@@ -91,7 +91,8 @@ def create_app(engine: Engine, name: str = "lec", max_batch_size: int = 8, batch
         steps = batcher.steps
         return {"status": "ok", "model": name, "context": engine.context, "wrapper_tokens": engine.wrapper_tokens,
                 "steps": steps, "mean_batch_size": batcher.row_steps / steps if steps else 0.0,
-                "running": batcher.running, "cancelled": batcher.cancelled}  # fmt: skip
+                "running": batcher.running, "cancelled": batcher.cancelled,
+                "prefix_cache": engine.prefix.stats() if engine.prefix else None}  # fmt: skip
 
     @app.post("/process", responses=extra, response_model=ProcessResponse, dependencies=[Depends(authorised)])
     async def process(req: ProcessRequest, request: Request) -> Response:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from lec.data.templates import chat_prompt
+from lec.serve import prefix
 from lec.serve.api import ProcessRequest
 
 GREEDY_TEMPERATURE = 1e-6
@@ -114,8 +115,9 @@ class Engine:
     threads; `step` runs under `lock` (the batcher's worker takes it for each step)."""
 
     def __init__(self, model, tokenizer, context: int, max_new_tokens_limit: int = 2048,
-                 prompt_format: Optional[PromptFormat] = None):  # fmt: skip
+                 prompt_format: Optional[PromptFormat] = None, prefix_cache_bytes: int = 0):  # fmt: skip
         self.format = prompt_format or PromptFormat()
+        self.prefix = prefix.PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.context = context
@@ -222,26 +224,67 @@ class Engine:
         return batch
 
     def _prefill(self, rows: List[Row]) -> Batch:
-        """The prompts of new rows in one left-padded forward pass (each row computes what it would alone)."""
-        n, longest = len(rows), max(len(r.prompt_ids) for r in rows)
-        ids = torch.full((n, longest), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, longest), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every row's last prompt token is in the last column
-            ids[i, longest - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, longest - len(r.prompt_ids):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        """The prompts of new rows in one forward pass (each row computes what it would alone). A row whose prompt
+        starts with cached blocks (lec/serve/prefix.py) feeds only the rest: the cache's columns hold each row's
+        cached prefix right-aligned, the input columns its remaining tokens right-aligned, the mask both, and the
+        positions continue from the prefix. Echo rows score every prompt token, so they prefill whole."""
+        n = len(rows)
         echo = any(r.req.echo_prompt for r in rows)
-        cache = DynamicCache() if any(r.max_new > 0 for r in rows) else None
+        generating = any(r.max_new > 0 for r in rows)
+        use_prefix = self.prefix is not None and generating and not echo
+        found = [self.prefix.lookup(r.prompt_ids) if use_prefix else (0, None) for r in rows]
+        cached = [length for length, _ in found]
+        rest = [r.prompt_ids[length:] for r, length in zip(rows, cached)]
+        width_p, width_s = max(cached), max(len(x) for x in rest)
+        ids = torch.full((n, width_s), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width_p + width_s), dtype=torch.long)
+        positions = torch.zeros((n, width_s), dtype=torch.long)
+        for i, (length, tail) in enumerate(zip(cached, rest)):
+            ids[i, width_s - len(tail):] = torch.tensor(tail)
+            mask[i, width_p - length:width_p] = 1
+            mask[i, width_p + width_s - len(tail):] = 1
+            positions[i, width_s - len(tail):] = torch.arange(length, length + len(tail))
+        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        cache = self._prefix_cache(found, width_p) if width_p else (DynamicCache() if generating else None)
         keep = {"logits_to_keep": 0 if echo else 1} if self._keeps_logits else {}  # echo scores every prompt token
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          use_cache=cache is not None, **keep)  # fmt: skip
         logits = out.logits.float()
         for i, r in enumerate(rows):
             if r.req.echo_prompt:
-                self._echo(r, logits[i, longest - len(r.prompt_ids):])
+                self._echo(r, logits[i, width_s - len(r.prompt_ids):])
             r.done = r.max_new == 0
+        if self.prefix is not None and cache is not None:
+            self._keep_prefixes(rows, cached, rest, width_p, width_s, cache)
         return Batch(rows, cache, mask, positions[:, -1], logits[:, -1])
+
+    def _prefix_cache(self, found, width: int) -> DynamicCache:
+        """A cache holding each row's cached prefix KV right-aligned in `width` columns (zeros, masked, before)."""
+        sample = next(kv for _, kv in found if kv is not None)
+        layers = []
+        for layer, (k0, v0) in enumerate(sample):
+            keys = k0.new_zeros((len(found), k0.shape[0], width, k0.shape[2]))
+            values = v0.new_zeros((len(found), v0.shape[0], width, v0.shape[2]))
+            for i, (length, kv) in enumerate(found):
+                if kv is not None:
+                    keys[i, :, width - length:], values[i, :, width - length:] = kv[layer]
+            layers.append((keys, values))
+        return DynamicCache(ddp_cache_data=layers)
+
+    def _keep_prefixes(self, rows: List[Row], cached: List[int], rest: List[List[int]], width_p: int, width_s: int,
+                       cache: DynamicCache) -> None:  # fmt: skip
+        """Copy every full prompt block the prefix cache lacks out of this prefill's KV."""
+        for i, r in enumerate(rows):
+            self.prefix.prompt_tokens += len(r.prompt_ids)
+            self.prefix.cached_tokens += cached[i]
+
+            def block(b: int, i: int = i) -> list:
+                t = b * prefix.BLOCK  # the block's first token; blocks never straddle the cached length
+                col = width_p - cached[i] + t if t < cached[i] else width_p + width_s - len(rest[i]) + t - cached[i]
+                return [(layer.keys[i, :, col:col + prefix.BLOCK].clone(),
+                         layer.values[i, :, col:col + prefix.BLOCK].clone()) for layer in cache.layers]  # fmt: skip
+
+            self.prefix.store(r.prompt_ids, block)
 
     def _merge(self, a: Optional[Batch], b: Optional[Batch]) -> Optional[Batch]:
         """One batch from two: the shorter cache is left-padded (masked) to the longer; positions stay per row."""

@@ -39,4 +39,4 @@ def load_engine(serve: ServePlan, model_cfg: ModelConfig, base: Optional[str] = 
     fmt = PromptFormat(serve.prompt_template, serve.template_if_blank_lines_below, serve.cut_at,
                        serve.strip_prefixes, chat_tokenizer=tokenizer if serve.chat else None)  # fmt: skip
     return Engine(model, tokenizer, context=serve.context, max_new_tokens_limit=serve.max_new_tokens_limit,
-                  prompt_format=fmt)  # fmt: skip
+                  prompt_format=fmt, prefix_cache_bytes=serve.prefix_cache_bytes)  # fmt: skip
