@@ -3,6 +3,7 @@ Engine on it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -61,3 +62,27 @@ def tmpfs(tmp_path):
     yield mount
     for mnt in mounted:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+@contextlib.contextmanager
+def uvicorn_thread(app):
+    """`with uvicorn_thread(app) as url:` — the ASGI app on a real 127.0.0.1 port, served by a thread of this process."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from lec.serve.process import free_port
+
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)

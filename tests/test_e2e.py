@@ -122,10 +122,13 @@ def _asked(helm_dir: Path) -> int:
 
 
 def test_a_finished_run_evaluates_again_to_the_same_numbers(default_run, tmp_path):
-    """`python -m lec.evaluate evaluate.run=<run dir>`: its model and adapter, really served and asked again (a fresh
-    request cache), give the training run's numbers; with the shared cache, nothing is asked at all."""
+    """`python -m lec.evaluate evaluate.source=run:<run dir>`: its model and adapter, really served and asked again (a
+    fresh request cache), give the training run's numbers; with the shared cache, nothing is asked at all. The fresh
+    one also runs lm-eval through the server's OpenAI endpoint on the same generated MMLU and GSM items HELM asks:
+    its metrics beside HELM's, tuned beats base there too, and the difference between the two is reported."""
     tmp, _, client, trained = default_run
-    fresh = _evaluate(tmp, f"evaluate.source=run:{tmp}/run", f"eval.cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/a")
+    fresh = _evaluate(tmp, f"evaluate.source=run:{tmp}/run", f"eval.cache_dir={tmp_path}/cache",
+                      f"hydra.run.dir={tmp_path}/a", "eval.backends=[helm,lm_eval]")  # fmt: skip
     assert fresh.returncode == 0, fresh.stdout[-2000:] + fresh.stderr[-4000:]
     again = _evaluate(tmp, f"evaluate.source=run:{tmp}/run", f"hydra.run.dir={tmp_path}/b")
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-4000:]
@@ -144,6 +147,16 @@ def test_a_finished_run_evaluates_again_to_the_same_numbers(default_run, tmp_pat
                                                                        rel=1e-5), name  # fmt: skip
     assert _asked(tmp_path / "a" / "helm") > 0  # a: HELM asked the server again
     assert list((tmp_path / "a").glob("server-*.log")) and not list((tmp_path / "b").glob("server-*.log"))
+
+    assert "HELM vs lm-evaluation-harness" in fresh.stdout
+    m = runs[str(tmp_path / "a")].data.metrics
+    assert m["lm_eval/lec_mmlu_number_order/acc"] > m["base/lm_eval/lec_mmlu_number_order/acc"]
+    assert "lm_eval/lec_gsm/exact_match_strict-match" in m
+    pair = json.loads((tmp_path / "a" / "summary.json").read_text())["agreement"]["tuned"]["mmlu/exact_match"]
+    assert pair["helm"] == pytest.approx(m["helm/mmlu/exact_match"])
+    assert pair["lm_eval"] == pytest.approx(m["lm_eval/lec_mmlu_number_order/acc"])
+    assert pair["difference"] == pytest.approx(pair["lm_eval"] - pair["helm"])
+    assert m["agreement/mmlu/exact_match/lm_eval_minus_helm"] == pytest.approx(pair["difference"])
 
 
 def test_three_models_into_one_leaderboard_that_lec_score_reads_back(default_run, tmp_path):
@@ -177,24 +190,6 @@ def test_three_models_into_one_leaderboard_that_lec_score_reads_back(default_run
             "leaderboard/leaderboard_table.json"} <= artifacts  # fmt: skip
     assert (tmp_path / "board" / "leaderboard.png").stat().st_size > 5000
     assert "leaderboard (challenge scorer" in board.stdout
-
-
-def test_helm_and_lm_eval_score_the_same_items_side_by_side(default_run, tmp_path):
-    """Both backends on the run's model: lm-eval through the server's OpenAI endpoint on the same generated MMLU and
-    GSM items HELM asks, its metrics beside HELM's, tuned beats base there too, and the difference is reported."""
-    tmp, _, client, trained = default_run
-    out = _evaluate(tmp, f"evaluate.source=run:{tmp}/run", "eval.backends=[helm,lm_eval]", f"hydra.run.dir={tmp_path}/ev")
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
-    assert "HELM vs lm-evaluation-harness" in out.stdout
-    run = client.search_runs([trained.info.experiment_id], f"tags.`lec.run_dir` = '{tmp_path}/ev'")[0]
-    m = run.data.metrics
-    assert m["lm_eval/lec_mmlu_number_order/acc"] > m["base/lm_eval/lec_mmlu_number_order/acc"]
-    assert "lm_eval/lec_gsm/exact_match_strict-match" in m
-    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    pair = summary["agreement"]["tuned"]["mmlu/exact_match"]
-    assert pair["helm"] == pytest.approx(m["helm/mmlu/exact_match"]) and pair["lm_eval"] == m["lm_eval/lec_mmlu_number_order/acc"]
-    assert pair["difference"] == pytest.approx(pair["lm_eval"] - pair["helm"])
-    assert m["agreement/mmlu/exact_match/lm_eval_minus_helm"] == pytest.approx(pair["difference"])
 
 
 def test_a_missing_data_file_is_refused_before_any_run(tmp_path):

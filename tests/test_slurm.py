@@ -81,7 +81,8 @@ def test_a_two_job_training_sweep_through_sbatch(cluster, tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("lec").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert sorted(r.data.tags["lec.sweep.overrides"] for r in children) == ["adapter.r=4", "adapter.r=8"]
+    assert sorted(r.data.tags["lec.sweep.overrides"] for r in children) == ["adapter.r=4,experiment=ci_small",
+                                                                           "adapter.r=8,experiment=ci_small"]
     assert sorted(r.data.params["train.lora.r"] for r in children) == ["4", "8"]
     assert all(r.info.status == "FINISHED" for r in children)
     assert all(r.data.tags.get("lec.slurm_job_id", "").isdigit() for r in children)  # each ran as an sbatch job

@@ -8,8 +8,8 @@ OpenAI-compatible server (vLLM, TGI, another lec server).
 - lm-eval's request cache (`use_cache`) is a SQLite file per served model's identity under `eval.cache_dir`, like
   HELM's: an evaluation started again re-asks nothing it has an answer for.
 - Offline, the smoke suite exists as lm-eval tasks over the very files lec generates for HELM (`write_tasks`):
-  `lec_mmlu_<subject>` (multiple choice by loglikelihood, lm-eval's MMLU prompt) and `lec_gsm` (generation, HELM's
-  GSM prompt, lm-eval's strict match on the number after "The answer is"). With network, any lm-eval task name works
+  `lec_mmlu_<subject>` (HELM's MMLU prompt, multiple choice by loglikelihood) and `lec_gsm` (HELM's GSM prompt,
+  generation, lm-eval's strict match on the number after "The answer is"). With network, any lm-eval task name works
   (`eval.lm_eval_tasks`; conf/eval/open_lm_eval.yaml maps the challenge's open scenarios).
 Results come back as `{task: {metric: value}}` ("acc", "exact_match_strict-match": the filter joins the name).
 """
@@ -43,8 +43,12 @@ def write_tasks(helm_output: Path, subjects: List[str], out: Path) -> Path:
             "fewshot_config": {"sampler": "first_n"},  # the dev split in order, as HELM's in-context examples
             "num_fewshot": 5,
             "output_type": "multiple_choice",
-            # lm-eval's MMLU prompt (lm_eval/tasks/mmlu/default/_default_template_yaml at v0.4.13)
-            "doc_to_text": "{{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\nAnswer:",
+            # HELM's MMLU prompt (the header, "Question: …", the same 5 dev examples first), so both libraries see
+            # the same text and differ in how they score it: HELM generates the letter, lm-eval compares the four
+            # letters' loglikelihoods (lm_eval/tasks/mmlu/default/_default_template_yaml at v0.4.13)
+            "description": f"The following are multiple choice questions (with answers) about "
+                           f"{subject.replace('_', ' ')}.\n\n",
+            "doc_to_text": "Question: {{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\nAnswer:",
             "doc_to_choice": ["A", "B", "C", "D"],
             "doc_to_target": "{{['A', 'B', 'C', 'D'].index(answer)}}",
             "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
@@ -71,7 +75,8 @@ def write_tasks(helm_output: Path, subjects: List[str], out: Path) -> Path:
             {"function": "take_first"}]}],  # fmt: skip
         "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
                          "ignore_case": True, "ignore_punctuation": False,
-                         "regexes_to_ignore": [",", "\\$", "\\.$"]}],  # fmt: skip
+                         # the reference is a whole worked answer: both sides keep the number after "The answer is"
+                         "regexes_to_ignore": [",", "\\$", "(?s).*The answer is ", "\\.$"]}],  # fmt: skip
     }
     (out / "lec_gsm.yaml").write_text(yaml.safe_dump(task, sort_keys=False))
     return out
@@ -89,6 +94,7 @@ def evaluate(url: str, served_name: str, tokenizer_dir: str, tasks: List[str], t
     model_args = {"base_url": f"{url}/v1/completions", "model": served_name, "tokenizer": tokenizer_dir,
                   "tokenizer_backend": "huggingface", "tokenized_requests": True, "num_concurrent": num_concurrent,
                   "max_retries": 1, "max_length": context, "timeout": 600,
+                  "add_bos_token": True,  # as the model was trained and as HELM's prompts reach it: after BOS
                   **({"auth_token": api_key} if api_key else {})}  # fmt: skip
     manager = TaskManager(include_path=str(tasks_dir) if tasks_dir else None)
     out = simple_evaluate(model="local-completions", model_args=model_args, tasks=list(tasks), task_manager=manager,

@@ -62,6 +62,7 @@ class Row:
     steps: List[Step] = field(default_factory=list)
     done: bool = False
     cancelled: bool = False  # its client went away: it stops at the next step
+    eos: Optional[Step] = None  # the end-of-sequence token that ended it (not part of the answer; OpenAI lists it)
 
 
 @dataclass
@@ -327,11 +328,12 @@ class Engine:
                 continue
             sampled = r.req.temperature > GREEDY_TEMPERATURE
             tok = self._sample(batch.logits[i], r) if sampled else greedy[i]
-            if tok == self.tokenizer.eos_token_id:
-                r.done = True
-                continue
             kk = r.req.top_k_per_token
-            r.steps.append(Step(tok, float(logp[i, tok]), self._top(top_v[i][:kk], top_i[i][:kk])))
+            step = Step(tok, float(logp[i, tok]), self._top(top_v[i][:kk], top_i[i][:kk]))
+            if tok == self.tokenizer.eos_token_id:
+                r.done, r.eos = True, step
+                continue
+            r.steps.append(step)
             chosen[i] = tok
             if len(r.steps) >= r.max_new or self._hit_stop(r):
                 r.done = True

@@ -280,8 +280,9 @@ def _completion_body(engine: Engine, req: CompletionRequest, rows: List[Row],
         if index % req.n == 0:
             prompt_tokens += len(row.prompt_ids)
         text, steps = engine.answer(row)
+        steps = _with_eos(row, steps)
         completion_tokens += len(steps)
-        tokens: List[Tuple[int, Optional[Step]]] = [(t, s) for t, s in zip([s.token_id for s in steps], steps)]
+        tokens: List[Tuple[int, Optional[Step]]] = [(s.token_id, s) for s in steps]
         if req.echo:
             text = (prompt if isinstance(prompt, str) else engine.decode(prompt)) + text
             scored = row.prompt_steps[len(row.prompt_steps) - (len(row.prompt_ids) - 1):] if len(row.prompt_ids) > 1 else []
@@ -293,6 +294,13 @@ def _completion_body(engine: Engine, req: CompletionRequest, rows: List[Row],
     return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": req.model, "choices": choices,
             "usage": _usage(prompt_tokens, completion_tokens)}  # fmt: skip
+
+
+def _with_eos(row: Row, steps: List[Step]) -> List[Step]:
+    """The completion's tokens as the API counts them: the end-of-sequence token that ended it is one of them (its
+    text is empty). lm-eval's loglikelihood drops the last token of an echoed `max_tokens: 1` completion: without
+    the EOS it would drop the continuation's own last token."""
+    return steps + [row.eos] if row.eos is not None and len(steps) == len(row.steps) else steps
 
 
 def _completion_logprobs(engine: Engine, tokens: List[Tuple[int, Optional[Step]]], k: int) -> dict:
@@ -326,6 +334,7 @@ def _chat_body(engine: Engine, req: ChatCompletionRequest, rows: List[Row]) -> d
     choices, completion_tokens = [], 0
     for index, row in enumerate(rows):
         text, steps = engine.answer(row)
+        steps = _with_eos(row, steps)
         completion_tokens += len(steps)
         logprobs = None
         if req.logprobs:

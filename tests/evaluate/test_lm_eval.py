@@ -3,31 +3,20 @@
 
 from __future__ import annotations
 
-import threading
-import time
 
 import pytest
-import uvicorn
 
 from lec.evaluate import lm_eval_backend
 from lec.evaluate.smoke_data import write_scenarios
 from lec.serve.app import create_app
-from lec.serve.process import free_port
+from tests.conftest import uvicorn_thread
 
 
 @pytest.fixture(scope="module")
 def served(engine):
     app = create_app(engine, name="base", max_batch_size=8, batch_wait_ms=2)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app
-    srv.should_exit = True
-    thread.join(10)
+    with uvicorn_thread(app) as url:
+        yield url, app
 
 
 def test_the_smoke_tasks_run_offline_and_a_second_run_is_answered_from_the_cache(served, default_cfg, tiny_dir,

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
-import uvicorn
 
 from lec.serve.app import create_app
+from tests.conftest import uvicorn_thread
 from lec.serve.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,17 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def server(engine):
     """The app on a real port in this process (a thread), with the tiny model."""
     app = create_app(engine, max_batch_size=8, batch_wait_ms=5, max_request_bytes=8 * 2**20)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield url, app
-    srv.should_exit = True
-    thread.join(10)
+    with uvicorn_thread(app) as url:
+        yield url, app
 
 
 def _health(url: str) -> dict:

@@ -3,17 +3,14 @@ model and batcher as `/process`, the numbers lm-evaluation-harness reads, and re
 
 from __future__ import annotations
 
-import threading
-import time
 
 import openai
 import pytest
 import requests
 import torch
-import uvicorn
 
 from lec.serve.app import create_app
-from lec.serve.process import free_port
+from tests.conftest import uvicorn_thread
 
 NAME = "tiny"
 KEY = "sk-test-key"
@@ -21,17 +18,8 @@ KEY = "sk-test-key"
 
 @pytest.fixture(scope="module")
 def server(engine):
-    app = create_app(engine, name=NAME, max_batch_size=8, batch_wait_ms=2, api_key=KEY)
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with uvicorn_thread(create_app(engine, name=NAME, max_batch_size=8, batch_wait_ms=2, api_key=KEY)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +77,7 @@ def test_echo_with_a_generated_token_keeps_the_prompt_first(client):
     out = client.completions.create(model=NAME, prompt="The capital of France is", max_tokens=1, echo=True,
                                     logprobs=3, temperature=0)  # fmt: skip
     lp = out.choices[0].logprobs
+    assert len(lp.tokens) == out.usage.prompt_tokens + 1  # one new token, the end-of-sequence one included
     assert out.choices[0].text.startswith("The capital of France is")
     assert all(len(t) <= 3 for t in lp.top_logprobs[1:]) and lp.token_logprobs[-1] is not None
 
@@ -155,3 +144,15 @@ def test_chat_refuses_two_names_for_one_limit(client):
     with pytest.raises(openai.BadRequestError, match="one limit"):
         client.chat.completions.create(model=NAME, messages=[{"role": "user", "content": "x"}], max_tokens=2,
                                        max_completion_tokens=3)  # fmt: skip
+
+
+def test_a_completion_ended_by_eos_lists_the_eos_token():
+    """lm-eval scores `echo` + `max_tokens: 1` by dropping the last token: it must be the new one, EOS included."""
+    from lec.serve.engine import Row, Step
+    from lec.serve.openai_api import _with_eos
+
+    row = Row(req=None, prompt_ids=[1, 2], max_new=1, start=0.0)
+    row.eos = Step(2, -0.1, {"": -0.1})
+    assert _with_eos(row, []) == [row.eos]  # the model stopped at once: the EOS is the one new token
+    row.steps = [Step(5, -1.0, {})]
+    assert _with_eos(row, []) == []  # a stop sequence cut the answer: what followed is not listed

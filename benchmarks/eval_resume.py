@@ -1,0 +1,76 @@
+"""A resumed evaluation against a fresh one (goal: a second start after a kill near the end takes ≤ 20 % of a fresh
+run's wall time).
+
+Three real `python -m lec.evaluate` runs of the tiny base model on the smoke suite (real helm-run, real server):
+1. fresh: an empty request cache, timed start to end;
+2. killed: the same command on another empty cache, kill -9 once HELM has answered `--kill-at` of the requests the
+   fresh run asked (its server and helm-run die with it);
+3. resumed: the same command as 2 again, timed start to end: it re-asks only what was not answered.
+The wall times include what every start pays (Python, HELM's imports, the server's start-up, the MLflow run).
+
+    .venv/bin/python benchmarks/eval_resume.py [--instances 120] [--kill-at 0.9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def answered(cache: Path) -> int:
+    n = 0
+    for db in (cache / "requests").glob("*.sqlite"):
+        with sqlite3.connect(db) as con:
+            n += con.execute("SELECT COUNT(*) FROM unnamed").fetchone()[0]
+    return n
+
+
+def command(tmp: Path, name: str, cache: str, instances: int) -> list:
+    return [sys.executable, "-m", "lec.evaluate", f"outputs_dir={tmp}", f"eval.cache_dir={tmp / cache}",
+            f"hydra.run.dir={tmp / name}", "eval.eval_base=false", f"eval.max_eval_instances={instances}",
+            f"eval.synthetic.n_eval={instances}"]  # fmt: skip
+
+
+def timed(cmd: list) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--instances", type=int, default=120, help="instances per scenario (the smoke suite's files)")
+    ap.add_argument("--kill-at", type=float, default=0.9, help="fraction of the requests answered at the kill")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="lec-resume-"))
+    fresh = timed(command(tmp, "fresh", "c1", args.instances))
+    total = answered(tmp / "c1")
+
+    proc = subprocess.Popen(command(tmp, "killed", "c2", args.instances), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    while answered(tmp / "c2") < args.kill_at * total and proc.poll() is None:
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        raise SystemExit("the evaluation finished before the kill: lower --kill-at")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)
+    at_kill = answered(tmp / "c2")
+    resumed = timed(command(tmp, "resumed", "c2", args.instances))
+    print(f"tiny base model, smoke suite with {args.instances} instances per scenario: {total} distinct requests")
+    print(f"fresh evaluation:                        {fresh:.1f} s")
+    print(f"killed -9 with {at_kill} of {total} answered ({at_kill / total:.0%}); started again: {resumed:.1f} s")
+    print(f"ratio resumed / fresh: {resumed / fresh:.2f} (goal ≤ 0.20)")
+
+
+if __name__ == "__main__":
+    main()
