@@ -94,20 +94,27 @@ def iterate(items: Iterable[Any], desc: str, total: Optional[int] = None, unit: 
             p.update()
 
 
-def wait(proc: subprocess.Popen, timeout: float, desc: str, status: Callable[[], str]) -> int:
+def wait(proc: subprocess.Popen, timeout: float, desc: str, status: Callable[[], str],
+         tick: Optional[Callable[[], None]] = None, tick_s: float = 2.0) -> int:  # fmt: skip
     """`proc.wait(timeout)` that logs `desc: <status()>, <elapsed> of <budget>` every LEC_PROGRESS_EVERY_S seconds
-    (helm-run: how many runs finished); raises subprocess.TimeoutExpired like proc.wait."""
+    (helm-run: how many runs finished) and calls `tick()` every `tick_s` seconds while it waits (helm-run: keep what
+    has finished); raises subprocess.TimeoutExpired like proc.wait."""
     start, every = time.perf_counter(), _every_s()
     show = mode() != "off"
+    last_log = start
     while True:
-        left = timeout - (time.perf_counter() - start)
+        now = time.perf_counter()
+        left = timeout - (now - start)
         if left <= 0:
             raise subprocess.TimeoutExpired(proc.args, timeout)
         try:
-            return proc.wait(timeout=min(every, left))
+            return proc.wait(timeout=min(tick_s if tick else every, every, left))
         except subprocess.TimeoutExpired:
-            if show:
-                log.info("%s: %s, %s of the %s budget", desc, status(), _fmt_s(time.perf_counter() - start),
+            if tick:
+                tick()
+            if show and time.perf_counter() - last_log >= every:
+                last_log = time.perf_counter()
+                log.info("%s: %s, %s of the %s budget", desc, status(), _fmt_s(last_log - start),
                          _fmt_s(timeout))  # fmt: skip
 
 

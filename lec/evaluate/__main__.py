@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lec import __main__ as lec_main
 from lec import config, files, procs
+from lec.evaluate.run import EvalError
 
 log = logging.getLogger("lec.evaluate")
 RUN_DIR = "hydra.run.dir=${outputs_dir}/evaluations/${now:%Y-%m-%d_%H-%M-%S_%f}"
@@ -50,6 +51,8 @@ def main(dcfg: DictConfig) -> Optional[float]:
         lec_main._fail(f"lec.evaluate: invalid config: {err}")
     except files.WriteError as err:
         lec_main._fail(f"lec.evaluate: {err}", code=1)
+    except EvalError as err:  # the model or endpoint could not be evaluated; the run is FAILED with the reason
+        lec_main._fail(f"lec.evaluate: {str(err).splitlines()[0]}", code=1)
 
 
 def source(cfg: config.LecConfig) -> Tuple[config.LecConfig, Optional[Path], Optional[str], str, str]:

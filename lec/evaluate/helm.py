@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import yaml
 
@@ -164,8 +164,10 @@ def helm_run(
     num_threads: int,
     budget_s: float,
     cache_dir: Path,
+    on_tick: Optional[Callable[[], None]] = None,
 ) -> HelmRun:
-    """`helm-run` under a wall-clock budget; on overrun the process is stopped and finished runs are kept."""
+    """`helm-run` under a wall-clock budget; on overrun the process is stopped and finished runs are kept.
+    `on_tick()` is called every 2 s while it runs (the evaluation keeps each run as soon as it finishes)."""
     cmd = [
         _cli("helm-run"),
         "--conf-paths", str(conf),
@@ -185,7 +187,8 @@ def helm_run(
                                                  env=helm_env(cache_dir)) as proc:  # stopped however this ends
         try:
             rc = progress.wait(proc, budget_s, f"helm-run {suite}",  # periodic "N runs finished" log lines
-                               lambda: f"{len(list((output_path / 'runs' / suite).glob('*/stats.json')))} runs finished")
+                               lambda: f"{len(list((output_path / 'runs' / suite).glob('*/stats.json')))} runs finished",
+                               tick=on_tick)  # fmt: skip
         except subprocess.TimeoutExpired:
             timed_out = True
             procs.stop([proc], grace_s=30.0)  # finished runs are on disk; a run being written is left unfinished

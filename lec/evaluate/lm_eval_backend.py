@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import yaml
 
@@ -112,4 +112,40 @@ def metrics_of(results: Dict[str, Dict[str, object]]) -> Dict[str, Dict[str, flo
             if not filt or "stderr" in metric or not isinstance(value, (int, float)):
                 continue
             out.setdefault(task, {})[metric if filt == "none" else f"{metric}_{filt}"] = float(value)
+    return out
+
+
+def instances(tasks: List[str], tasks_dir: Optional[Path] = None) -> Tuple[List[str], List[str], List[str]]:
+    """The backend's eval instances, for decontamination: (texts, the task of each, tasks not available here). A
+    text is what the model is asked and what it should answer (doc_to_text + doc_to_target of each eval doc); a task
+    whose data cannot be loaded (offline, a gated set) is named, never skipped in silence."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from lm_eval.tasks import TaskManager, get_task_dict
+
+    manager = TaskManager(include_path=str(tasks_dir) if tasks_dir else None)
+    texts, origin, unavailable = [], [], []
+    for name in tasks:
+        try:
+            found = get_task_dict([name], manager)
+        except Exception as err:  # noqa: BLE001 - lm-eval raises anything from datasets' loaders
+            unavailable.append(f"{name} ({type(err).__name__})")
+            continue
+        for task_name, task in _leaves(found):
+            for doc in task.eval_docs:
+                target = task.doc_to_target(doc)
+                if isinstance(target, int) and hasattr(task, "doc_to_choice"):  # multiple choice: the right choice
+                    target = task.doc_to_choice(doc)[target]
+                texts.append(f"{task.doc_to_text(doc)} {target}")
+                origin.append(f"lm_eval/{task_name}")
+    return texts, origin, unavailable
+
+
+def _leaves(tasks: Dict) -> List[Tuple[str, object]]:
+    """lm-eval's task dict (groups nest dicts of tasks) as (name, task) pairs."""
+    out = []
+    for key, value in tasks.items():
+        if isinstance(value, dict):
+            out += _leaves(value)
+        elif value is not None:
+            out.append((getattr(key, "group_name", None) or str(key), value))
     return out

@@ -9,9 +9,10 @@ import json
 import logging
 import re
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import requests
 
@@ -93,7 +94,9 @@ def evaluate(
                 tokenizer = _special_tokens(model, base_dir)
                 served = [helm.ServedModel(label, url_of[label], health[label]["context"] - health[label]["wrapper_tokens"],
                                            *tokenizer, ids[label].short) for label, _ in todo]  # fmt: skip
-                result = _helm_run(ev, layout, served, store)
+                keep = lambda: [keep_finished(store, keys[label], helm_output, ev.suite, label, None, settled_s=1.0)
+                                for label, _ in todo]  # noqa: E731 - a kill -9 mid-suite loses no finished run
+                result = _helm_run(ev, layout, served, store, keep)
             if use_lm_eval:
                 lm_eval = _lm_eval(ev, serve, model, layout, base_dir, url_of, health, ids)
         complete = result.returncode == 0 and not result.timed_out  # helm-run exits non-zero when a run failed
@@ -105,14 +108,15 @@ def evaluate(
                       agreement(metrics, lm_eval, ev.lm_eval_metrics))  # fmt: skip
 
 
-def _helm_run(ev: EvalPlan, layout: RunLayout, served: List[helm.ServedModel], store: Path) -> helm.HelmRun:
+def _helm_run(ev: EvalPlan, layout: RunLayout, served: List[helm.ServedModel], store: Path,
+              on_tick: Callable[[], None]) -> helm.HelmRun:  # fmt: skip
     helm_output = layout.helm
     helm.write_prod_env(helm_output / "prod_env", served, store / "requests")
     conf = helm_output / "run_entries.conf"
     helm.write_conf(conf, list(ev.entries), served)
     return helm.helm_run(conf, helm_output, helm_output / "prod_env", suite=ev.suite,
                          max_eval_instances=ev.max_eval_instances, num_threads=ev.num_threads,
-                         budget_s=ev.budget_min * 60, cache_dir=layout.cache)  # fmt: skip
+                         budget_s=ev.budget_min * 60, cache_dir=layout.cache, on_tick=on_tick)  # fmt: skip
 
 
 def _helm_metrics(ev: EvalPlan, layout: RunLayout, models: List[Tuple[str, Optional[Path]]], result: helm.HelmRun):
@@ -173,8 +177,13 @@ def run_key(ev: EvalPlan, ident: identity.Identity) -> str:
     return f"{ident.short}-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
-def _finished(run: Path) -> bool:
-    return all((run / name).exists() for name in RUN_FILES)
+def _finished(run: Path, settled_s: float = 0.0) -> bool:
+    """All of HELM's files of the run are there, the last one written over `settled_s` ago (not being written)."""
+    try:
+        newest = max((run / name).stat().st_mtime for name in RUN_FILES)
+    except (FileNotFoundError, ValueError):
+        return False
+    return time.time() - newest >= settled_s
 
 
 def _runs_of(root: Path, label: str) -> List[Path]:
@@ -194,10 +203,11 @@ def restore_finished(store: Path, key: str, helm_output: Path, suite: str, label
 
 
 def keep_finished(store: Path, key: str, helm_output: Path, suite: str, label: str,
-                  complete: Optional[List[str]]) -> None:  # fmt: skip
+                  complete: Optional[List[str]], settled_s: float = 0.0) -> None:  # fmt: skip
     """Copy every run this evaluation finished into the store (atomically: a half-copied run is never seen); with
-    `complete` (the suite's entries, when helm-run finished all of them), record that the model has the whole suite."""
-    runs = [run for run in _runs_of(helm_output / "runs" / suite, label) if _finished(run)]
+    `complete` (the suite's entries, when helm-run finished all of them), record that the model has the whole suite.
+    While helm-run still runs, a run counts as finished once its last file is `settled_s` old."""
+    runs = [run for run in _runs_of(helm_output / "runs" / suite, label) if _finished(run, settled_s)]
     try:
         for run in runs:
             out = store / "runs" / key / run.name
@@ -242,19 +252,27 @@ def _served(ev: EvalPlan, serve: ServePlan, layout: RunLayout, models: List[Tupl
 
 
 def _health(url: str, context: int) -> dict:
-    """The server's /health (lec's); another challenge-API server may have none: then the served context is
-    serve.max_seq_len and no prompt wrapper is assumed."""
+    """What the server at `url` says of itself: lec's /health (both APIs); else an OpenAI-compatible server's
+    /v1/models (vLLM, TGI: lm-eval only); else a challenge-API server's /tokenize. Without /health the served
+    context is serve.max_seq_len and no prompt wrapper is assumed."""
     try:
         r = requests.get(f"{url}/health", timeout=10)
         if r.ok and "context" in r.json():
-            return r.json()
+            return {**r.json(), "apis": ("challenge", "openai")}
     except (requests.RequestException, ValueError):
         pass
-    try:  # is anything there at all? HELM would fail each request one by one
+    try:
+        r = requests.get(f"{url}/v1/models", timeout=10)
+        if r.ok and r.json().get("data"):
+            return {"context": context, "wrapper_tokens": 0, "model": r.json()["data"][0]["id"], "apis": ("openai",)}
+    except (requests.RequestException, ValueError, KeyError, IndexError, AttributeError):
+        pass
+    try:
         requests.post(f"{url}/tokenize", json={"text": "a"}, timeout=10).raise_for_status()
     except requests.RequestException as err:
-        raise EvalError(f"eval.endpoint={url} does not answer the challenge API (/tokenize): {err}") from err
-    return {"context": context, "wrapper_tokens": 0, "model": None}
+        raise EvalError(f"{url} answers neither the challenge API (/tokenize) nor the OpenAI API (/v1/models): "
+                        f"{err}") from err  # fmt: skip
+    return {"context": context, "wrapper_tokens": 0, "model": None, "apis": ("challenge",)}
 
 
 def _identities(ev: EvalPlan, serve: ServePlan, model: ModelConfig, layout: RunLayout,
@@ -262,6 +280,10 @@ def _identities(ev: EvalPlan, serve: ServePlan, model: ModelConfig, layout: RunL
     """Each evaluated model's identity (the key of its request cache and finished runs), logged with its strength."""
     if ev.endpoint:
         health = _health(ev.endpoint.rstrip("/"), serve.context)
+        for backend, api in ((Backend.helm, "challenge"), (Backend.lm_eval, "openai")):
+            if backend in ev.backends and api not in health["apis"]:
+                raise EvalError(f"{ev.endpoint} does not speak the {api} API that {backend.value} needs: evaluate it "
+                                f"with eval.backends=[{'lm_eval' if api == 'challenge' else 'helm'}]")  # fmt: skip
         ids = {"endpoint": identity.of_endpoint(ev.endpoint, str(health.get("model")), {"context": health["context"]})}
     else:
         weights = base_dir or (Path(model.local_path) if model.local_path else

@@ -33,7 +33,10 @@ def _answered(cache: Path) -> set:
     keys = set()
     for db in (cache / "requests").glob("*.sqlite"):
         with sqlite3.connect(db) as con:
-            keys |= {_key(json.loads(k)) for (k,) in con.execute("SELECT key FROM unnamed")}
+            try:
+                keys |= {_key(json.loads(k)) for (k,) in con.execute("SELECT key FROM unnamed")}
+            except sqlite3.OperationalError:  # HELM has created the file, not yet its table
+                pass
     return keys
 
 
