@@ -254,13 +254,12 @@ def _rows(engine: Engine, req: Sampling, prompts: List[Tuple[str, Optional[List[
     for text, ids in prompts:
         for i in range(req.n):
             seed = None if req.seed is None else (req.seed + i) % 2**63
+            # chat without a limit: until the model stops, the context is full or the server's limit is reached
             limit = engine.max_new_tokens_limit if max_new is None else max_new
             try:
                 row = engine.row(_sampling(req, text, limit, top, echo, seed), ids)
             except RequestError as err:
                 raise OpenAIError(400, str(err), "prompt" if err.field == "prompt" else err.field) from err
-            if max_new is None:  # chat without a limit: until the model stops or the context is full
-                row.max_new = engine.context - len(row.prompt_ids)
             rows.append(row)
     return rows
 

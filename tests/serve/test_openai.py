@@ -156,3 +156,15 @@ def test_a_completion_ended_by_eos_lists_the_eos_token():
     assert _with_eos(row, []) == [row.eos]  # the model stopped at once: the EOS is the one new token
     row.steps = [Step(5, -1.0, {})]
     assert _with_eos(row, []) == []  # a stop sequence cut the answer: what followed is not listed
+
+
+def test_chat_without_a_limit_stops_at_the_server_s_limit(engine):
+    from fastapi.testclient import TestClient
+
+    from lec.serve.engine import Engine
+
+    capped = Engine(engine.model, engine.tokenizer, engine.context, max_new_tokens_limit=3,
+                    prompt_format=engine.format)  # fmt: skip
+    body = {"model": "lec", "messages": [{"role": "user", "content": "Count to fifty."}], "temperature": 0}
+    out = TestClient(create_app(capped)).post("/v1/chat/completions", json=body).json()
+    assert out["usage"]["completion_tokens"] <= 3 + 1  # + the end-of-sequence token, when it ended there
