@@ -139,12 +139,13 @@ def test_a_finished_run_evaluates_again_to_the_same_numbers(default_run, tmp_pat
         run = runs[str(tmp_path / name)]
         assert run.info.status == "FINISHED" and run.data.tags["lec.eval.kind"] == "run"
         # Not timings, not sam_sum (sampled at temperature 0.3 with no seed from HELM: any two runs differ); logprobs
-        # differ in the 7th digit with how requests were batched.
+        # differ in the 7th digit with how requests were batched and which prefixes the cache held (abs 3e-10 on a
+        # 2.6e-5 calibration error was seen); an answer that differs moves a mean by ≥ 1/40.
         keys = [k for k in trained.data.metrics if k.startswith("helm/") and not k.startswith("helm/sam_sum/")
                 and "inference_runtime" not in k]  # fmt: skip
         assert len(keys) > 10, keys
         assert {k: run.data.metrics[k] for k in keys} == pytest.approx({k: trained.data.metrics[k] for k in keys},
-                                                                       rel=1e-5), name  # fmt: skip
+                                                                       rel=1e-4, abs=1e-6), name  # fmt: skip
     assert _asked(tmp_path / "a" / "helm") > 0  # a: HELM asked the server again
     assert list((tmp_path / "a").glob("server-*.log")) and not list((tmp_path / "b").glob("server-*.log"))
 
