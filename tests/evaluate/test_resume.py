@@ -46,7 +46,8 @@ def _metrics(run_dir: Path) -> dict:
 
 def _comparable(run_dir: Path) -> dict:
     """The metrics two runs of one model share: not timings, not sam_sum (HELM samples it at temperature 0.3 and
-    sends no seed, so any two runs differ); logprobs differ in the 7th digit with how requests were batched."""
+    sends no seed, so any two runs differ); logprobs differ in the 7th digit with how requests were batched and
+    which prefixes the cache held; an answer that differs moves a mean by ≥ 1/40."""
     return {f"{label}/{scenario}/{metric}": value for label, scenarios in _metrics(run_dir).items()
             for scenario, metrics in scenarios.items() if scenario != "sam_sum"
             for metric, value in metrics.items() if "inference_runtime" not in metric}  # fmt: skip
@@ -86,4 +87,4 @@ def test_killed_and_started_again_asks_only_what_was_not_answered(tmp_path):
     asked = _asked(tmp_path / "again", kept)
     assert asked and not asked & answered  # nothing answered before the kill is asked again …
     assert asked | answered == _answered(tmp_path / "c2") == distinct  # … and everything else is
-    assert _comparable(tmp_path / "again") == pytest.approx(_comparable(tmp_path / "full"), rel=1e-5)
+    assert _comparable(tmp_path / "again") == pytest.approx(_comparable(tmp_path / "full"), rel=1e-4, abs=1e-6)
