@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -570,9 +571,24 @@ class LecConfig:
     run_name: Optional[str] = None  # null = the Hydra overrides ("default" when none)
 
 
+PARALLEL_JOBS_ENV = "LEC_PARALLEL_JOBS"  # set by a sweep's launching process (lec.sweep.parallel_jobs)
+
+
+def cpu_threads(lone: int) -> int:
+    """`${lec_cpu_threads:N}` (conf/hardware/cpu.yaml): torch's threads for a CPU run. A SLURM job gets the CPUs it was
+    given; otherwise a lone run uses N, and the jobs of a sweep that run at once on this machine (submitit_local)
+    share its cores: min(N, cores // jobs), at least 1, so two jobs on 2 cores get one thread each."""
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    jobs = int(os.environ.get(PARALLEL_JOBS_ENV) or 1)
+    return max(1, min(int(lone), len(os.sched_getaffinity(0)) // jobs))
+
+
 def register() -> None:
-    """Store the schema as `lec_schema`, the first entry of conf/config.yaml's defaults."""
+    """Store the schema as `lec_schema`, the first entry of conf/config.yaml's defaults, and lec's resolvers."""
     ConfigStore.instance().store(name="lec_schema", node=LecConfig)
+    if not OmegaConf.has_resolver("lec_cpu_threads"):
+        OmegaConf.register_new_resolver("lec_cpu_threads", cpu_threads)
 
 
 # --- the boundary: DictConfig → validated LecConfig -------------------------------------------------------------

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 import traceback
 import uuid
@@ -51,8 +52,6 @@ JOBS_FILE = "jobs.jsonl"
 _HELD = contextlib.ExitStack()  # the launcher's lock on its sweep dir
 
 
-
-
 @dataclass
 class Job:
     num: int
@@ -69,8 +68,26 @@ def register_resolvers() -> None:
             "lec_budget_min", lambda h, m, margin=0: int(math.ceil(float(h) * 60 + float(m) + float(margin))))
 
 
+def parallel_jobs(config: DictConfig) -> int:
+    """How many of this sweep's jobs run at once on this machine. submitit_local starts each batch of the sweeper's
+    jobs at once (hydra_plugins/hydra_submitit_launcher/submitit_launcher.py): the basic sweeper's batch is every
+    combination of the sweep overrides and `hydra.sweeper.params`, capped by `max_batch_size`; Optuna's is `n_jobs`.
+    The basic launcher runs jobs one after another, and SLURM / Ray give each job its own CPUs: 1."""
+    if not str(OmegaConf.select(config, "hydra.launcher._target_", default="")).endswith(".LocalLauncher"):
+        return 1
+    sweeper = config.hydra.sweeper
+    if OmegaConf.select(sweeper, "n_jobs") is not None:
+        return max(1, int(sweeper.n_jobs))
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-
+    params = OmegaConf.select(sweeper, "params") or {}
+    lines = [str(o) for o in config.hydra.overrides.task] + [f"{k}={v}" for k, v in params.items()]
+    jobs = 1
+    for override in OverridesParser.create().parse_overrides(lines):
+        if override.is_sweep_override():
+            jobs *= len(list(override.sweep_string_iterator()))
+    cap = OmegaConf.select(sweeper, "max_batch_size")
+    return max(1, min(jobs, int(cap)) if cap else jobs)
 
 
 def current_job() -> Optional[Job]:
@@ -93,10 +110,6 @@ def child_tags() -> Dict[str, str]:
 def _job_tags(job: Job) -> Dict[str, str]:
     return {"mlflow.parentRunId": job.parent.run_id, "lec.sweep.id": job.parent.sweep_id,
             "lec.sweep.job": str(job.num), "lec.sweep.overrides": job.overrides, **process_tags()}  # fmt: skip
-
-
-
-
 
 
 def children(parent: Parent) -> List[Any]:
@@ -305,6 +318,9 @@ class SweepCallback(Callback):
         # the module, not on the callback: launchers pickle their callbacks into each job.)
         _HELD.enter_context(files.claim(Path(str(config.hydra.sweep.dir)).resolve(), "the sweep dir"))
         self.parent = open_parent(config)
+        # submitit_local's job processes inherit this environment: hardware=cpu's threads share the cores among
+        # the jobs that run at once (lec.config.cpu_threads)
+        os.environ[lec_config.PARALLEL_JOBS_ENV] = str(parallel_jobs(config))
         master = _master_cfg(config)
         self.sweep, self.score = master.sweep, master.score
         atexit.register(self._close_if_open)

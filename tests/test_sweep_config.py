@@ -74,3 +74,39 @@ def test_no_job_context_outside_a_sweep():
 def test_override_dirname_ignores_where_a_sweep_goes():
     excluded = OmegaConf.to_container(_hydra_cfg([]).hydra.job.config.override_dirname.exclude_keys)
     assert "sweep.resume" in excluded and "outputs_dir" in excluded
+
+
+def _with_task(cfg, task, **sweeper):
+    OmegaConf.set_struct(cfg, False)
+    cfg.hydra.overrides.task = task
+    for key, value in sweeper.items():
+        cfg.hydra.sweeper[key] = value
+    return cfg
+
+
+def test_parallel_jobs_counts_what_submitit_local_starts_at_once():
+    local = _hydra_cfg(["hydra/launcher=submitit_local"])
+    assert sweep.parallel_jobs(_with_task(local, ["adapter.r=4,8,16", "adapter.lr=1e-4,3e-4", "seed=1"])) == 6
+    assert sweep.parallel_jobs(_with_task(local, ["adapter.r=4,8"], max_batch_size=1)) == 1  # one after another
+    assert sweep.parallel_jobs(_with_task(local, ["seed=range(3)"], max_batch_size=None,
+                                          params={"adapter.r": "4,8"})) == 6  # fmt: skip
+    basic = _hydra_cfg([])  # the in-process launcher runs jobs one at a time
+    assert sweep.parallel_jobs(_with_task(basic, ["adapter.r=4,8"])) == 1
+    optuna = _hydra_cfg(["hydra/launcher=submitit_local", "hparams_search=lora_optuna", "hydra.sweeper.n_jobs=3"])
+    assert sweep.parallel_jobs(optuna) == 3
+
+
+def test_cpu_threads_share_the_cores_among_jobs_at_once(monkeypatch):
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv(config.PARALLEL_JOBS_ENV, raising=False)
+    assert config.cpu_threads(2) == 2  # a lone run
+    monkeypatch.setenv(config.PARALLEL_JOBS_ENV, "8")
+    assert config.cpu_threads(2) == 1
+    monkeypatch.setenv(config.PARALLEL_JOBS_ENV, "3")
+    assert config.cpu_threads(4) == 2  # 8 cores // 3 jobs
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "5")
+    assert config.cpu_threads(2) == 5  # what SLURM gave the job
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    monkeypatch.setenv(config.PARALLEL_JOBS_ENV, "2")
+    assert _hydra_cfg(["hardware=cpu"]).hardware.num_threads == 2  # 8 cores // 2 jobs, capped at the lone 2

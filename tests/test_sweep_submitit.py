@@ -36,6 +36,8 @@ def test_jobs_ran_in_their_own_processes_as_children_of_one_parent(sweep):
     assert parent.data.tags["lec.sweep.launcher"] == "submitit_local"
     assert parent.info.status == "FINISHED" and parent.data.tags["lec.sweep.failed"] == "0"
     assert (sweep / "sweep" / ".submitit").is_dir()
+    cores = len(os.sched_getaffinity(0))  # the 2 jobs ran at once and split the cores (lec.config.cpu_threads)
+    assert {c.data.params["train.num_threads"] for c in children} == {str(max(1, min(2, cores // 2)))}
 
 
 def _free_port() -> int:
