@@ -14,11 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List
 
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+
+from tests.proc_helpers import children, wait
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["experiment=ci_small", "train.max_steps=2"]
@@ -34,24 +35,10 @@ def _start(tmp: Path, *overrides: str, log_name: str = "lec.log") -> subprocess.
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
 
 
-def _children(tmp: Path, lec: subprocess.Popen) -> List[str]:
-    """Command lines of the processes that name `tmp` (what the run started), other than lec itself."""
-    out = subprocess.run(["pgrep", "-af", str(tmp)], capture_output=True, text=True).stdout.splitlines()
-    return [line for line in out if int(line.split()[0]) not in (lec.pid, os.getpid())]
-
-
-def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
 def _wait_for_helm(tmp: Path, lec: subprocess.Popen) -> None:
-    _wait(lambda: any("helm-run" in c for c in _children(tmp, lec)) or lec.poll() is not None, 300, "helm-run")
+    wait(lambda: any("helm-run" in c for c in children(tmp, lec)) or lec.poll() is not None, 300, "helm-run")
     assert lec.poll() is None, (tmp / "lec.log").read_text()[-3000:] + lec.stderr.read()[-3000:]
-    assert sum("lec.serve" in c for c in _children(tmp, lec)) == 2  # tuned + base servers are up
+    assert sum("lec.serve" in c for c in children(tmp, lec)) == 2  # tuned + base servers are up
 
 
 def _runs(tmp: Path):
@@ -71,7 +58,7 @@ def test_a_signal_during_evaluate_stops_every_process_and_marks_the_run_killed(t
     sent = time.monotonic()
     lec.send_signal(sig)
     _, err = lec.communicate(timeout=30)
-    _wait(lambda: not _children(tmp_path, lec), 15 - (time.monotonic() - sent), "the servers and helm-run to stop")
+    wait(lambda: not children(tmp_path, lec), 15 - (time.monotonic() - sent), "the servers and helm-run to stop")
     took = time.monotonic() - sent
     name = signal.Signals(sig).name
     assert lec.returncode == 128 + sig and err.strip().splitlines()[-1].startswith(f"lec: ")
@@ -89,7 +76,7 @@ def test_sigterm_to_a_sweep_kills_the_running_child_and_the_parent(tmp_path):
     _wait_for_helm(tmp_path, lec)
     lec.send_signal(signal.SIGTERM)
     lec.communicate(timeout=30)
-    _wait(lambda: not _children(tmp_path, lec), 15, "the sweep's servers and helm-run to stop")
+    wait(lambda: not children(tmp_path, lec), 15, "the sweep's servers and helm-run to stop")
     assert lec.returncode == 128 + signal.SIGTERM
     runs = {r.data.tags.get("lec.sweep.role", "child"): r for r in _runs(tmp_path)}
     assert set(runs) == {"parent", "child"}  # the second job never started
@@ -102,7 +89,7 @@ def test_kill_9_takes_the_children_along_and_the_run_is_found_and_marked(tmp_pat
     _wait_for_helm(tmp_path, lec)
     lec.send_signal(signal.SIGKILL)  # nothing of lec's own runs: no finally, no MLflow update
     lec.wait(10)
-    _wait(lambda: not _children(tmp_path, lec), 15, "the children of a SIGKILLed lec to die with it")
+    wait(lambda: not children(tmp_path, lec), 15, "the children of a SIGKILLed lec to die with it")
     (run,) = _runs(tmp_path)
     assert run.info.status == "RUNNING"  # what MLflow alone would say forever
     out = subprocess.run([sys.executable, "-m", "lec.runs", "--reap", f"outputs_dir={tmp_path}"], cwd=ROOT,
@@ -135,7 +122,7 @@ def test_runs_started_together_get_their_own_dirs_and_records(tmp_path):
 
 def test_a_second_live_run_in_the_same_dir_is_refused(tmp_path):
     first = _start(tmp_path, f"hydra.run.dir={tmp_path}/run")
-    _wait(lambda: (tmp_path / "run" / "config.yaml").exists() or first.poll() is not None, 120, "the first run")
+    wait(lambda: (tmp_path / "run" / "config.yaml").exists() or first.poll() is not None, 120, "the first run")
     second = subprocess.run([sys.executable, "-m", "lec", f"outputs_dir={tmp_path}", *SMALL,
                              f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     first.send_signal(signal.SIGTERM)
@@ -184,7 +171,7 @@ def test_a_run_logs_to_a_real_mlflow_server(tmp_path):
     try:
         import requests
 
-        _wait(lambda: _up(requests, port) or server.poll() is not None, 120, "mlflow server")
+        wait(lambda: _up(requests, port) or server.poll() is not None, 120, "mlflow server")
         assert server.poll() is None
         uri = f"http://127.0.0.1:{port}"
         out = subprocess.run([sys.executable, "-m", "lec", f"outputs_dir={tmp_path}/out", f"mlflow.tracking_uri={uri}",
@@ -228,7 +215,7 @@ def test_a_run_killed_mid_training_is_marked_and_its_resume_names_it_and_carries
     run_dir = tmp_path / "run"
     args = [f"hydra.run.dir={run_dir}", "train.max_steps=60", "train.save_every_steps=10"]
     lec = _start(tmp_path, *args)
-    _wait(lambda: (run_dir / "checkpoints" / "checkpoint-10").exists() or lec.poll() is not None, 300, "a checkpoint")
+    wait(lambda: (run_dir / "checkpoints" / "checkpoint-10").exists() or lec.poll() is not None, 300, "a checkpoint")
     lec.send_signal(signal.SIGKILL)
     lec.wait(10)
     (killed,) = _runs(tmp_path)
@@ -252,7 +239,7 @@ def test_sigterm_to_a_submitit_local_sweep_stops_its_job_processes(tmp_path):
     sent = time.monotonic()
     lec.send_signal(signal.SIGTERM)
     lec.communicate(timeout=60)
-    _wait(lambda: not _children(tmp_path, lec), 40 - (time.monotonic() - sent), "the job processes to stop")
+    wait(lambda: not children(tmp_path, lec), 40 - (time.monotonic() - sent), "the job processes to stop")
     runs = {r.data.tags.get("lec.sweep.role", "child"): r for r in _runs(tmp_path)}
     assert runs["child"].info.status == "KILLED" and runs["child"].data.tags["lec.end"] == "stopped by SIGTERM"
     assert runs["parent"].info.status == "KILLED"
@@ -268,7 +255,7 @@ def test_sigterm_to_a_dvc_stage_marks_its_run_killed(tmp_path):
     assert curate.returncode == 0, curate.stderr[-3000:]
     lec = subprocess.Popen([*stage[:3], "finetune", *stage[3:]], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
                            stdout=subprocess.DEVNULL, text=True)  # fmt: skip
-    _wait(lambda: (tmp_path / "pipeline" / "train_log.jsonl").exists() or lec.poll() is not None, 300, "training")
+    wait(lambda: (tmp_path / "pipeline" / "train_log.jsonl").exists() or lec.poll() is not None, 300, "training")
     lec.send_signal(signal.SIGTERM)
     _, err = lec.communicate(timeout=30)
     assert lec.returncode == 128 + signal.SIGTERM and err.strip().splitlines()[-1].startswith("lec: stopped by SIGTERM")

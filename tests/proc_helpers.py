@@ -1,0 +1,25 @@
+"""Finding and waiting for the processes a run started (tests/test_lifecycle.py, tests/evaluate/test_lifecycle.py):
+the servers load <run dir>/config.yaml and helm-run writes <run dir>/helm, so their command lines name the test's
+tmp dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, List
+
+
+def children(tmp: Path, lec: subprocess.Popen) -> List[str]:
+    """Command lines of the processes that name `tmp` (what the run started), other than lec itself."""
+    out = subprocess.run(["pgrep", "-af", str(tmp)], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in out if int(line.split()[0]) not in (lec.pid, os.getpid())]
+
+
+def wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
