@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -24,17 +23,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from a checkout
+
+from lec.evaluate import helm  # noqa: E402
 
 
 def answered(cache: Path) -> int:
-    n = 0
-    for db in (cache / "requests").glob("*.sqlite"):
-        with sqlite3.connect(db) as con:
-            try:
-                n += con.execute("SELECT COUNT(*) FROM unnamed").fetchone()[0]
-            except sqlite3.OperationalError:  # HELM has created the file, not yet its table
-                pass
-    return n
+    return len(helm.answered_requests(cache / "requests"))
 
 
 def command(tmp: Path, name: str, cache: str, instances: int) -> list:

@@ -444,7 +444,8 @@ class EvalConfig:
     # Which libraries evaluate the served models; the first is the one scored (challenge metrics, the leaderboard).
     backends: List[Backend] = field(default_factory=lambda: [Backend.helm])
     lm_eval_tasks: List[str] = field(default_factory=list)  # lm-eval task names (the smoke suite's: lec_mmlu_*, lec_gsm)
-    # lm-eval results in HELM's terms, "<helm scenario>/<metric>=<task>/<metric>[+<task>/<metric>…]" (averaged):
+    # lm-eval results in the challenge's terms (the scorer's scenario/metric names, e.g. mmlu/exact_match),
+    # "<scenario>/<metric>=<task>/<metric>[+<task>/<metric>…]" (averaged):
     # what scores an lm-eval-only run, and the pairs compared when both backends ran (summary.json `agreement`).
     lm_eval_metrics: List[str] = field(default_factory=list)
 
@@ -493,6 +494,13 @@ class TrainConfig:
     logging_steps: int = num(1, 1)
     save_every_steps: Optional[int] = num(None, 1)  # periodic checkpoints (Birbal: 64); the budget stop always saves
     save_total_limit: int = num(2, 1)  # complete checkpoints kept (oldest deleted first)
+    # val/loss on data/val.jsonl every N optimizer steps and always at the end; null = at the end only. 50 steps
+    # is ~7 checks over the default run (~1 s each for its 300 held-out rows)
+    eval_every_steps: Optional[int] = num(50, 1)
+    early_stopping_patience: Optional[int] = num(None, 1)  # stop after N checks without a lower val/loss; null = never
+    # the run's adapter is the weights at the lowest val/loss, not the last (the 4090 winner, Birbal: axolotl's
+    # load_best_model_at_end on eval_loss, github.com/Upaya07/NeurIPS-llm-efficiency-challenge README @ 6b2bb5d6)
+    keep_best: bool = True
     resume_from: Optional[str] = None  # a checkpoints dir or one checkpoint; "auto" = this run's, if any
     preflight: bool = True  # refuse a run whose estimated peak memory exceeds the card (lec/preflight.py)
 
@@ -675,7 +683,7 @@ def validate(cfg: LecConfig) -> LecConfig:
     _check_model(cfg.model, cfg.hardware, cfg.serve)
     _check_adapter(cfg.adapter, cfg.hardware)
     _check_data(cfg.data)
-    _check_train(cfg.train)
+    _check_train(cfg.train, cfg.data)
     _check_serve(cfg.serve)
     evaluate_source(cfg.evaluate)
     _check_backends(cfg.eval)
@@ -711,7 +719,7 @@ def lm_eval_pair(pair: str) -> Tuple[str, Tuple[str, ...]]:
     """"mmlu/exact_match=lec_mmlu_a/acc+lec_mmlu_b/acc" → ("mmlu/exact_match", ("lec_mmlu_a/acc", "lec_mmlu_b/acc"))."""
     part = r"[^/=+\s]+/[^/=+\s]+"
     if not re.fullmatch(rf"{part}={part}(\+{part})*", pair):
-        raise ConfigError(f"eval.lm_eval_metrics: {pair!r} is not '<helm scenario>/<metric>=<task>/<metric>"
+        raise ConfigError(f"eval.lm_eval_metrics: {pair!r} is not '<scenario>/<metric>=<task>/<metric>"
                           "[+<task>/<metric>…]'")  # fmt: skip
     key, _, values = pair.partition("=")
     return key, tuple(values.split("+"))
@@ -872,7 +880,13 @@ def _check_data(data: DataConfig) -> None:
     _must_exist("data.curation.decontam.scenarios_dir", c.decontam.scenarios_dir, want_dir=True)
 
 
-def _check_train(train: TrainConfig) -> None:
+def _check_train(train: TrainConfig, data: DataConfig) -> None:
+    if data.val_fraction == 0 and train.enabled:
+        asked = [k for k, on in (("train.early_stopping_patience", train.early_stopping_patience is not None),
+                                 ("train.keep_best", train.keep_best)) if on]  # fmt: skip
+        if asked:
+            raise ConfigError(f"{asked[0]} needs held-out rows, and data.val_fraction=0 holds none: set "
+                              f"data.val_fraction > 0 or {asked[0]}={'null' if 'patience' in asked[0] else 'false'}")
     if train.resume_from not in (None, "auto"):
         _must_exist("train.resume_from", train.resume_from, want_dir=True)
 

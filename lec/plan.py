@@ -116,6 +116,9 @@ class TrainPlan:
     save_total_limit: int
     resume_from: Optional[str]
     logging_steps: int
+    eval_every_steps: Optional[int]  # val/loss cadence (and at the end)
+    early_stopping_patience: Optional[int]
+    keep_best: bool  # the adapter is the lowest-val/loss weights
     preflight: bool
     seed: int
 
@@ -166,7 +169,7 @@ class EvalPlan:
     cache_dir: str  # HELM's request cache (absolute), keyed inside by each model's identity
     backends: Tuple[Backend, ...] = (Backend.helm,)  # the first is scored
     lm_eval_tasks: Tuple[str, ...] = ()
-    lm_eval_metrics: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  # ((helm scenario/metric, (task/metric, …)), …)
+    lm_eval_metrics: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  # ((scenario/metric, (task/metric, …)), …): the challenge's names
     endpoint: Optional[str] = None  # a running server to evaluate instead of serving one (evaluate.source=endpoint:…)
 
 
@@ -232,7 +235,8 @@ def build(cfg: LecConfig) -> Plan:
         capacity_gb=(hw.usable_vram_gb or hw.vram_gb) if hw.device is Device.cuda else None,
         time_budget_s=hw.time_budget_h * 3600, save_every_steps=tr.save_every_steps,
         save_total_limit=tr.save_total_limit, resume_from=tr.resume_from, logging_steps=tr.logging_steps,
-        preflight=tr.preflight, seed=cfg.seed,
+        eval_every_steps=tr.eval_every_steps, early_stopping_patience=tr.early_stopping_patience,
+        keep_best=tr.keep_best, preflight=tr.preflight, seed=cfg.seed,
     )  # fmt: skip
     sv = cfg.serve
     serve = ServePlan(

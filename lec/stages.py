@@ -55,10 +55,10 @@ def finetune(plan: Plan, layout: RunLayout):
 
 
 def evaluate(plan: Plan, layout: RunLayout):
-    from lec.evaluate.run import evaluate as run_helm
+    from lec.evaluate.run import evaluate as run_eval
 
     adapter = layout.adapter if layout.adapter.exists() else None
-    return run_helm(plan.eval, plan.serve, plan.model, layout, adapter, base_dir(plan, layout))
+    return run_eval(plan.eval, plan.serve, plan.model, layout, adapter, base_dir(plan, layout))
 
 
 @dataclass
@@ -74,11 +74,8 @@ class Scored:
 def score(plan: Plan, layout: RunLayout) -> Scored:
     from lec import score as scorer
 
-    from lec.evaluate.backends import scored
-
     ev = json.loads((layout.run_dir / "eval_metrics.json").read_text())
-    metrics_by_label = scored([b.value for b in plan.eval.backends], ev["metrics"], ev.get("lm_eval", {}),
-                              plan.eval.lm_eval_metrics)  # the first backend is the one scored
+    metrics_by_label = ev["metrics"]  # in the challenge's terms, from the first of eval.backends
     pool = scorer.load_pool(plan.score.pool)
     result = Scored(pool_size=len(pool))
     for label, scenarios in metrics_by_label.items():

@@ -296,7 +296,8 @@ def train_summary(result) -> Dict[str, Any]:
             "seconds": result.seconds, "elapsed_s": result.elapsed_s, "stopped_by_budget": result.stopped_by_budget,
             "tokens_per_s": result.tokens / max(result.seconds, 1e-9), "trainable_params": result.trainable_params,
             "resumed_from": str(result.resumed_from) if result.resumed_from else None,
-            "resumed_from_run": result.resumed_from_run, "stop_reason": result.stop_reason}  # fmt: skip
+            "resumed_from_run": result.resumed_from_run, "stop_reason": result.stop_reason,
+            "adapter_step": result.adapter_step, "best_val_loss": result.best_val_loss}  # fmt: skip
 
 
 def record_finetune(result, plan: Plan, layout: RunLayout) -> None:
@@ -305,7 +306,8 @@ def record_finetune(result, plan: Plan, layout: RunLayout) -> None:
     log_metrics({f"train/final_{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
     mlflow.log_params({"train.steps": result.planned_steps,  # epochs → steps is known only after curation
                        "train.lora.resolved_targets": ",".join(result.lora_targets)})  # what all-linear became
-    mlflow.set_tag("lec.train.stop_reason", result.stop_reason)
+    mlflow.set_tags({"lec.train.stop_reason": result.stop_reason,  # the weights evaluated: the best by val/loss
+                     "lec.train.adapter_step": str(result.adapter_step)})  # (train.keep_best) or the last step
     if result.resumed_from is not None:  # the run this one continues (its checkpoint said which)
         mlflow.set_tags({"lec.resumed_from_checkpoint": str(result.resumed_from),
                          **({"lec.resumed_from_run": result.resumed_from_run} if result.resumed_from_run else {})})
@@ -336,49 +338,40 @@ def _loss_csv(log_path: Path, csv_path: Path) -> None:
 
 
 def record_evaluate(ev, plan: Plan, layout: RunLayout) -> None:
-    """helm/… metrics per model, the budget tags, HELM's per-run files, <dir>/eval_metrics.json + scenario_scores.csv."""
-    mlflow.set_tags({"lec.eval_suite": ev.suite, "lec.eval_timed_out": str(ev.timed_out)})
+    """Each backend's metrics per model under its name (`helm/…`, `lm_eval/…`; the base model's under `base/`), the
+    HELM–lm-eval agreement, the budget tags, the backends' files, <dir>/eval_metrics.json + scenario_scores.csv."""
+    mlflow.set_tags({"lec.eval_suite": ev.suite, "lec.eval_timed_out": str(ev.timed_out),
+                     "lec.eval.backends": ",".join(ev.results)})  # fmt: skip
     if ev.timed_out:  # say so where people look: the run's tags and a metric per model
-        mlflow.set_tag("lec.eval_budget_overrun", f"helm-run stopped at the {plan.eval.budget_min:g} min budget; "
+        mlflow.set_tag("lec.eval_budget_overrun", f"the eval stopped at the {plan.eval.budget_min:g} min budget; "
                        f"unanswered scenarios scored 0: {ev.unanswered}")  # fmt: skip
         log_metrics({f"{'' if label == 'tuned' else label + '/'}eval/unanswered_scenarios": len(groups)
                      for label, groups in ev.unanswered.items()})  # fmt: skip
-    for label, scenarios in ev.metrics.items():
-        prefix = "" if label == "tuned" else f"{label}/"
-        for scenario, metrics in scenarios.items():
-            log_metrics({f"{prefix}helm/{metric_name(scenario, k)}": v for k, v in metrics.items()})
-    for label, tasks in ev.lm_eval.items():
-        prefix = "" if label == "tuned" else f"{label}/"
-        for task, metrics in tasks.items():
-            log_metrics({f"{prefix}lm_eval/{metric_name(task, k)}": v for k, v in metrics.items()})
+    for name, result in ev.results.items():
+        for label, groups in result.metrics.items():
+            prefix = "" if label == "tuned" else f"{label}/"
+            for group, metrics in groups.items():
+                log_metrics({f"{prefix}{name}/{metric_name(group, k)}": v for k, v in metrics.items()})
+        log_metrics({f"eval/{name}/seconds": result.seconds,
+                     **{f"eval/{name}/{k}": v for k, v in result.stats.items()}})  # fmt: skip
+        for path, where in result.artifacts:
+            mlflow.log_artifact(str(path), metric_name(*where.split("/")))
     for label, pairs in ev.agreement.items():
         prefix = "" if label == "tuned" else f"{label}/"
         log_metrics({f"{prefix}agreement/{metric_name(*k.split('/'))}/lm_eval_minus_helm": v["difference"]
                      for k, v in pairs.items()})  # fmt: skip
-    log_metrics({"eval/seconds": ev.seconds, "eval/runs_finished": ev.runs_finished})
-    _log_helm_artifacts(ev.helm_output, ev.suite)
-    _write_json(layout.run_dir / "eval_metrics.json", {"metrics": ev.metrics, "lm_eval": ev.lm_eval,
-                                                       "agreement": ev.agreement, "seconds": ev.seconds,
-                                                       "timed_out": ev.timed_out, "runs_finished": ev.runs_finished,
-                                                       "unanswered": ev.unanswered})  # fmt: skip
+    log_metrics({"eval/seconds": ev.seconds})
+    _write_json(layout.run_dir / "eval_metrics.json", {
+        "metrics": ev.metrics, "scored_by": next(iter(ev.results)),
+        "by_backend": {name: r.metrics for name, r in ev.results.items()}, "agreement": ev.agreement,
+        "seconds": ev.seconds, "timed_out": ev.timed_out, "unanswered": ev.unanswered,
+        "backends": {name: {"seconds": r.seconds, "timed_out": r.timed_out, **r.stats} for name, r in ev.results.items()},
+    })  # fmt: skip
     with (layout.run_dir / "scenario_scores.csv").open("w", newline="") as f:  # the per-scenario plot in dvc.yaml
         w = csv.writer(f)
         w.writerow(["model_scenario_metric", "value"])
         w.writerows([f"{label}|{sc}|{k}", v] for label, scs in ev.metrics.items()
                     for sc, ms in scs.items() for k, v in ms.items())  # fmt: skip
-
-
-def _log_helm_artifacts(helm_output: Path, suite: str) -> None:
-    """Per-run run_spec/stats/per_instance_stats plus the helm-run log; not HELM's whole output tree."""
-    runs = helm_output / "runs" / suite
-    for run_dir in sorted(runs.iterdir()) if runs.exists() else []:
-        if run_dir.is_dir() and (run_dir / "stats.json").exists():
-            name = metric_name(run_dir.name.replace(":", "_").replace(",", "_").replace("=", "-"))
-            for f in ("run_spec.json", "stats.json", "per_instance_stats.json"):
-                if (run_dir / f).exists():
-                    mlflow.log_artifact(str(run_dir / f), f"helm/{name}")
-    for f in helm_output.glob("helm-*.log"):
-        mlflow.log_artifact(str(f), "helm")
 
 
 def record_compliance(compliance: Dict[str, Dict[str, str]]) -> None:

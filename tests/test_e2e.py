@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.evaluate.test_resume import asked
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -115,12 +117,6 @@ def _evaluate(tmp: Path, *overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def _asked(helm_dir: Path) -> int:
-    """Requests HELM sent to a server (not answered from its cache) in the runs under `helm_dir`."""
-    states = [json.loads(p.read_text()) for p in helm_dir.glob("runs/*/*/scenario_state.json")]
-    return sum(not s["result"]["cached"] for st in states for s in st["request_states"])
-
-
 def test_a_finished_run_evaluates_again_to_the_same_numbers(default_run, tmp_path):
     """`python -m lec.evaluate evaluate.source=run:<run dir>`: its model and adapter, really served and asked again (a
     fresh request cache), give the training run's numbers; with the shared cache, nothing is asked at all. The fresh
@@ -146,7 +142,7 @@ def test_a_finished_run_evaluates_again_to_the_same_numbers(default_run, tmp_pat
         assert len(keys) > 10, keys
         assert {k: run.data.metrics[k] for k in keys} == pytest.approx({k: trained.data.metrics[k] for k in keys},
                                                                        rel=1e-4, abs=1e-6), name  # fmt: skip
-    assert _asked(tmp_path / "a" / "helm") > 0  # a: HELM asked the server again
+    assert asked(tmp_path / "a" / "helm")  # a: HELM asked the server again
     assert list((tmp_path / "a").glob("server-*.log")) and not list((tmp_path / "b").glob("server-*.log"))
 
     assert "HELM vs lm-evaluation-harness" in fresh.stdout

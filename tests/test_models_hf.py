@@ -100,6 +100,7 @@ def test_a_few_lora_steps_train_and_the_server_answers(family, tmp_path):
     layout.data.mkdir(parents=True)
     data = layout.data / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (layout.data / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))  # val/loss at the end
     template = "chat" if FAMILIES[name][2] else "alpaca"  # the family's own chat template where it ships one
     p = _compose(d, "train.max_steps=3", "hardware.max_seq_len=128", "hardware.micro_batch_size=2", "adapter.lr=1e-3",
                    f"adapter.target_modules=[{','.join(ALL)}]", f"data.template={template}",

@@ -18,6 +18,7 @@ from lec.plan import RunLayout
 from lec.train.budget import PARTIAL, STATE, TimeBudget, complete_checkpoints, find_resume
 
 ROWS = [{"instruction": f"Add {a} and {b}.", "input": "", "output": f"{a + b}"} for a in range(20) for b in range(5)]
+VAL = [{"instruction": f"Add {a} and 7.", "input": "", "output": f"{a + 7}"} for a in range(8)]  # held out
 FAST = ["hardware.micro_batch_size=4", "hardware.max_seq_len=64", "train.logging_steps=1"]
 
 
@@ -25,6 +26,7 @@ def _run_dir(run_dir: Path) -> RunLayout:
     """A run dir holding the curated data/train.jsonl that finetune reads."""
     (run_dir / "data").mkdir(parents=True)
     (run_dir / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    (run_dir / "data" / "val.jsonl").write_text("".join(json.dumps(r) + "\n" for r in VAL))
     return RunLayout.of(str(run_dir.parent), run_dir)
 
 

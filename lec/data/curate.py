@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from lec.config import DataConfig, ModelConfig, Template
 from lec.data import decontam
@@ -21,44 +21,12 @@ log = logging.getLogger(__name__)
 
 
 def eval_instances(data: DataConfig, ev: EvalPlan, outputs_dir: Path) -> decontam.EvalInstances:
-    """The instances decontamination checks against: each backend's (eval.backends). HELM's are its scenario files
-    (see lec.data.decontam); lm-eval's are its tasks' eval docs (the smoke tasks lec_* read the very files HELM's
-    smoke suite does, so those come from that suite's generator whichever backend runs)."""
-    from lec.config import Backend
+    """The instances decontamination checks against: those of each backend of eval.backends
+    (lec/evaluate/backends.py: HELM's scenario files, lm-eval's tasks' eval docs), one set."""
+    from lec.evaluate.registry import registry
 
-    lm_eval = ev.lm_eval_tasks if Backend.lm_eval in ev.backends else ()
-    helm_files = Backend.helm in ev.backends or any(t.startswith("lec_") for t in lm_eval)
-    inst = helm_instances(data, ev, outputs_dir) if helm_files else decontam.EvalInstances()
-    if _lm_eval_own(lm_eval):
-        from lec.evaluate import lm_eval_backend
-
-        texts, origin, unavailable = lm_eval_backend.instances(_lm_eval_own(lm_eval))
-        inst.units, inst.origin = inst.units + texts, inst.origin + origin
-        inst.missing += unavailable
-        inst.available = bool(inst.units)
-        inst.note = (inst.note + "; " if inst.note else "") + f"lm-eval: {len(texts)} instances of " \
-            f"{len(_lm_eval_own(lm_eval)) - len(unavailable)} tasks" + (f", not available here: {unavailable}" if unavailable else "")
-    return inst
-
-
-def _lm_eval_own(tasks) -> List[str]:
-    """lm-eval tasks with data of their own (not the smoke suite's generated files)."""
-    return [t for t in tasks if not t.startswith("lec_")]
-
-
-def helm_instances(data: DataConfig, ev: EvalPlan, outputs_dir: Path) -> decontam.EvalInstances:
-    """HELM's scenario files of the suite: a given scenarios dir, the smoke suite's generator, else none."""
-    names = sorted({e.split(":", 1)[0] for e in ev.entries})
     where = data.curation.decontam.scenarios_dir
-    if where:
-        return decontam.read_scenarios(Path(where), names)
-    if ev.synthetic is not None:
-        return decontam.smoke_instances(ev.synthetic)
-    inst = decontam.read_scenarios(outputs_dir / "helm_scenarios", names)
-    inst.note = (f"eval suite '{ev.name}': its HELM scenario files are not available (set "
-                 f"data.curation.decontam.scenarios_dir to a benchmark_output/scenarios dir of an earlier helm-run "
-                 f"of this suite); " + inst.note)  # fmt: skip
-    return inst
+    return decontam.merge([registry()[b.value].instances(ev, where, outputs_dir) for b in ev.backends])
 
 
 def curate(data: DataConfig, seq_len: int, model: ModelConfig, ev: EvalPlan, out_dir: Path,

@@ -44,6 +44,25 @@ class EvalInstances:
                 "note": self.note}  # fmt: skip
 
 
+def merge(parts: List["EvalInstances"]) -> "EvalInstances":
+    """Several backends' instances as one set; an instance both backends ask (the smoke suite's) is checked once."""
+    if len(parts) == 1:
+        return parts[0]
+    out, seen = EvalInstances(), set()
+    for p in parts:
+        for unit, origin in zip(p.units, p.origin):
+            if unit not in seen:
+                seen.add(unit)
+                out.units.append(unit)
+                out.origin.append(origin)
+        out.files += p.files
+        out.skipped_files += p.skipped_files
+        out.missing += p.missing
+    out.available = bool(out.units)
+    out.note = "; ".join(dict.fromkeys(p.note for p in parts if p.note))
+    return out
+
+
 def read_scenarios(root: Path, scenario_names: Optional[List[str]] = None) -> EvalInstances:
     """Every instance in the scenario files under `root` (a HELM benchmark_output/scenarios dir)."""
     inst = EvalInstances()

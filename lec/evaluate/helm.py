@@ -7,10 +7,12 @@ the tokenizer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,6 +48,20 @@ class ServedModel:
         helm/clients/auto_client.py) and the request (which names the model): `lec-<identity>/<label>` gives each
         served model its own cache file, so another model under the same label never reads these answers."""
         return f"{ORG}-{self.identity}/{self.label}"
+
+
+def answered_requests(request_cache: Path, identity: Optional[str] = None) -> List[str]:
+    """The requests HELM's request cache holds answers for (its keys: JSON of the request,
+    helm/common/key_value_store.py `request_to_key`), of one served identity or of all: what a resumed evaluation
+    will not ask again."""
+    keys: List[str] = []
+    for db in sorted(request_cache.glob(f"{ORG}-{identity or '*'}.sqlite")):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as con:
+                keys += [k for (k,) in con.execute("SELECT key FROM unnamed")]
+        except sqlite3.OperationalError:  # helm-run has created the file, not yet its table
+            pass
+    return keys
 
 
 @dataclass

@@ -18,13 +18,53 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import yaml
 
+from lec.evaluate.backends import Backend, BackendResult, EvalJob, Served
+from lec.plan import EvalPlan
+
 log = logging.getLogger(__name__)
 MMLU_COLUMNS = ["question", "A", "B", "C", "D", "answer"]  # HELM's MMLU CSVs have no header row
+
+
+def prepare(job: EvalJob) -> List[str]:
+    """Every model is served: lm-eval's own request cache (per identity) answers what it already has."""
+    return list(job.labels)
+
+
+def run(job: EvalJob, served: Dict[str, Served]) -> BackendResult:
+    """lm-eval on every served model through its /v1/completions; the smoke tasks are written beside HELM's files."""
+    ev = job.ev
+    tasks_dir = None
+    if ev.synthetic is not None:
+        tasks_dir = write_tasks(job.layout.helm, ev.synthetic.mmlu_subjects, job.layout.run_dir / "lm_eval_tasks")
+    tokenizer = str(job.base_dir or job.model.local_path or job.model.hf_id)
+    start, out = time.monotonic(), {}
+    for label, s in served.items():
+        log.info("lm-eval on %s: %s", label, ", ".join(ev.lm_eval_tasks))
+        out[label] = evaluate(s.url, str(s.health.get("model") or label), tokenizer, list(ev.lm_eval_tasks),
+                              tasks_dir, Path(ev.cache_dir) / "lm_eval" / job.identities[label].short,
+                              s.health["context"], ev.num_threads, ev.max_eval_instances, job.serve.api_key)  # fmt: skip
+    return BackendResult(out, time.monotonic() - start)
+
+
+def decontam_instances(ev: EvalPlan, scenarios_dir: Optional[str], outputs_dir: Path):
+    """The eval docs of eval.lm_eval_tasks. The smoke tasks (lec_*) read the very files the smoke suite's
+    generator writes, so theirs are that generator's instances; other tasks' are read through lm-eval."""
+    from lec.data import decontam
+
+    own = [t for t in ev.lm_eval_tasks if not t.startswith("lec_")]
+    parts = [decontam.smoke_instances(ev.synthetic)] if ev.synthetic is not None and len(own) < len(ev.lm_eval_tasks) else []
+    if own:
+        texts, origin, unavailable = instances(own)
+        note = f"lm-eval: {len(texts)} instances of {len(own) - len(unavailable)} tasks" + \
+            (f", not available here: {unavailable}" if unavailable else "")  # fmt: skip
+        parts.append(decontam.EvalInstances(texts, origin, missing=unavailable, available=bool(texts), note=note))
+    return decontam.merge(parts)
 
 
 def write_tasks(helm_output: Path, subjects: List[str], out: Path) -> Path:
@@ -149,3 +189,6 @@ def _leaves(tasks: Dict) -> List[Tuple[str, object]]:
         elif value is not None:
             out.append((getattr(key, "group_name", None) or str(key), value))
     return out
+
+
+BACKEND = Backend("lm_eval", "openai", prepare, run, decontam_instances)

@@ -56,7 +56,8 @@ def find_resume(resume_from: Optional[str], default_root: Path) -> Optional[Path
 
 def state_of(checkpoint: Optional[Path]) -> dict:
     """What lec wrote with `checkpoint`: elapsed_s (training seconds spent so far, carried across resumes),
-    global_step, run_id (the MLflow run that wrote it) and stopped_by_budget; {} for a fresh run."""
+    global_step, run_id (the MLflow run that wrote it), stopped_by_budget and the best val/loss so far (best_val_loss,
+    best_step, best_dir, checks_since_best); {} for a fresh run."""
     return {} if checkpoint is None else json.loads((checkpoint / STATE).read_text())
 
 
@@ -107,8 +108,9 @@ class AtomicCheckpoints(TrainerCallback):
     """Moves each checkpoint the Trainer finished writing under `.partial/` into `root/` in one rename, with the
     elapsed training time; keeps the newest `keep` complete ones."""
 
-    def __init__(self, root: Path, budget: TimeBudget, keep: int, run_id: Optional[str] = None):
-        self.root, self.budget, self.keep, self.run_id = root, budget, max(1, keep), run_id
+    def __init__(self, root: Path, budget: TimeBudget, keep: int, run_id: Optional[str] = None,
+                 extra: Callable[[], dict] = dict):  # fmt: skip
+        self.root, self.budget, self.keep, self.run_id, self.extra = root, budget, max(1, keep), run_id, extra
         self.root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.root / PARTIAL, ignore_errors=True)  # leftovers of a killed write
 
@@ -119,7 +121,8 @@ class AtomicCheckpoints(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         src = self.partial / f"checkpoint-{state.global_step}"
         (src / STATE).write_text(json.dumps({"elapsed_s": self.budget.elapsed(), "global_step": state.global_step,
-                                             "run_id": self.run_id, "stopped_by_budget": self.budget.stopped}))
+                                             "run_id": self.run_id, "stopped_by_budget": self.budget.stopped,
+                                             **self.extra()}))  # the best val/loss so far (finetune.Validation)
         dst = self.root / src.name
         if dst.exists():  # the same step saved again (e.g. a resume that stopped at once): keep the new one
             old = self.root / f"{PARTIAL}-old-{src.name}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from lec import files, progress
-from lec.config import Device, ModelConfig
+from lec.config import ConfigError, Device, ModelConfig
 from lec.data.mixture import read_jsonl
 from lec.models import load_model, load_tokenizer
 from lec.plan import RunLayout, TrainPlan
@@ -41,13 +42,15 @@ class TrainResult:
     stopped_by_budget: bool = False
     resumed_from: Optional[Path] = None
     resumed_from_run: Optional[str] = None  # the MLflow run that wrote the checkpoint this one resumed
-    stop_reason: str = ""  # why training stopped: budget (hardware.time_budget_h) | max_steps | epochs
+    stop_reason: str = ""  # why training stopped: budget (hardware.time_budget_h) | early_stopping | max_steps | epochs
     planned_steps: int = 0  # total_steps(): train.max_steps or adapter.epochs over the rows
     lora_targets: List[str] = field(default_factory=list)  # the module names peft adapted
+    adapter_step: int = 0  # the step whose weights are the run's adapter (the best by val/loss with train.keep_best)
+    best_val_loss: Optional[float] = None
 
 
 class LossLog(TrainerCallback):
-    """Every logged step → `on_metrics({"train/loss": …, "train/lr": …}, step)` and a JSONL line."""
+    """Every logged step → `on_metrics({"train/loss": …, "train/lr": …}, step)` and a JSONL line (val/loss too)."""
 
     def __init__(self, path: Path, on_metrics: Optional[Callable[[Dict[str, float], int], None]]):
         self.path, self.on_metrics = path, on_metrics
@@ -57,12 +60,78 @@ class LossLog(TrainerCallback):
         metrics = {f"train/{k}": float(v) for k, v in logs.items() if k in ("loss", "learning_rate", "grad_norm")}
         if "train/learning_rate" in metrics:
             metrics["train/lr"] = metrics.pop("train/learning_rate")
-        if not metrics:
-            return
+        if metrics:
+            self.write(metrics, state.global_step)
+
+    def write(self, metrics: Dict[str, float], step: int) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps({"step": state.global_step, **metrics}) + "\n")
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
         if self.on_metrics:
-            self.on_metrics(metrics, state.global_step)
+            self.on_metrics(metrics, step)
+
+
+class Validation(TrainerCallback):
+    """val/loss over the held-out rows (data/val.jsonl) every `every` optimizer steps and at the end of training,
+    logged like the training loss. The weights at the lowest val/loss are saved to `best_dir` when they appear (the
+    adapter is MBs; a full fine-tune writes the whole model, as HF's load_best_model_at_end does); after `patience`
+    checks without a lower one, training stops. `before` (a checkpoint's lec_state.json) carries the best so far
+    across a resume."""
+
+    def __init__(self, rows: List[Dict[str, List[int]]], collate_fn: Callable, micro_batch: int, every: Optional[int],
+                 patience: Optional[int], best_dir: Path, log: LossLog, tokenizer, before: dict):  # fmt: skip
+        self.rows, self.collate, self.micro_batch, self.every, self.patience = rows, collate_fn, micro_batch, every, patience
+        self.best_dir, self.log, self.tokenizer = best_dir, log, tokenizer
+        self.best_loss: float = before.get("best_val_loss", math.inf)
+        self.best_step: Optional[int] = before.get("best_step")
+        found = before.get("best_dir")
+        self.best_path: Optional[Path] = Path(found) if found and Path(found).is_dir() else None
+        if self.best_path is None:  # a fresh run, or the best weights are gone: the next check sets the best
+            self.best_loss, self.best_step = math.inf, None
+        self.since_best: int = before.get("checks_since_best", 0)
+        self.checked_at: Optional[int] = None
+        self.stopped_early = False
+
+    def state(self) -> dict:
+        return {"best_val_loss": self.best_loss if math.isfinite(self.best_loss) else None, "best_step": self.best_step,
+                "best_dir": str(self.best_path) if self.best_path else None, "checks_since_best": self.since_best}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if (self.every and state.global_step % self.every == 0) or state.global_step >= state.max_steps:
+            self.check(state.global_step, model)
+            if self.patience and self.since_best >= self.patience and not control.should_training_stop:
+                log.info("early stopping at step %d: val/loss %.4f at step %s, no lower in %d checks",
+                         state.global_step, self.best_loss, self.best_step, self.since_best)  # fmt: skip
+                self.stopped_early = True
+                control.should_training_stop = True
+                control.should_save = True  # a resume starts from here, not from an older checkpoint
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.checked_at != state.global_step:  # stopped by the budget between checks
+            self.check(state.global_step, model)
+
+    @torch.no_grad()
+    def check(self, step: int, model) -> float:
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for i in range(0, len(self.rows), self.micro_batch):
+            batch = {k: v.to(model.device) for k, v in self.collate(self.rows[i:i + self.micro_batch]).items()}
+            n = int((batch["labels"][:, 1:] != -100).sum())  # the tokens the shifted loss is the mean over
+            total += float(model(**batch).loss) * n
+            count += n
+        model.train(was_training)
+        loss = total / max(count, 1)
+        self.checked_at = step
+        self.log.write({"val/loss": loss}, step)
+        if loss < self.best_loss:
+            self.best_loss, self.best_step, self.since_best = loss, step, 0
+            with files.atomic_dir(self.best_dir, "the best weights so far") as tmp:
+                model.save_pretrained(tmp)
+                self.tokenizer.save_pretrained(tmp)
+            self.best_path = self.best_dir
+        else:
+            self.since_best += 1
+        return loss
 
 
 def apply_memory_cap(train: TrainPlan) -> Optional[float]:
@@ -216,13 +285,18 @@ def finetune(
     log_path = layout.train_log
     if resume is None:
         log_path.unlink(missing_ok=True)
+    losses = LossLog(log_path, on_metrics)
+    validation = _validation(train, layout, tokenizer, losses, before)
     flatten = train.attn_implementation.value.startswith("flash")  # varlen kernel: one row per micro-batch
+    checkpoints = AtomicCheckpoints(ckpt_root, budget, train.save_total_limit, run_id,
+                                    extra=validation.state if validation else dict)  # fmt: skip
     trainer = Trainer(
         model=model,
         args=training_args(train, ckpt_root, steps),
         train_dataset=rows,
         data_collator=collate(tokenizer.pad_token_id, flatten=flatten),
-        callbacks=[LossLog(log_path, on_metrics), budget, AtomicCheckpoints(ckpt_root, budget, train.save_total_limit, run_id),
+        # validation before the budget: the budget's step times include the checks
+        callbacks=[losses, *([validation] if validation else []), budget, checkpoints,
                    progress.trainer_callback("finetune")],  # a bar in a terminal, periodic log lines in sweeps/logs
     )
     trainer.remove_callback(PrinterCallback)  # LossLog reports progress; no dict printed per step
@@ -232,15 +306,38 @@ def finetune(
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
 
+    last = trainer.state.global_step
+    best = validation.best_path if validation and train.keep_best and validation.best_step != last else None
     with files.atomic_dir(out_dir, "the trained adapter") as tmp:  # evaluate never serves a half-written adapter
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    done = trainer.state.global_step - before.get("global_step", 0)
+        if best is not None:  # the lowest val/loss was before the last step: those weights are the run's
+            shutil.copytree(best, tmp, dirs_exist_ok=True)
+        else:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    done = last - before.get("global_step", 0)
     tokens = sum(len(r["input_ids"]) for r in rows) * done * train.rows_per_step // max(1, len(rows))
-    reason = "budget" if budget.stopped else ("max_steps" if train.max_steps else "epochs")
-    return TrainResult(out_dir, trainer.state.global_step, float(result.training_loss), seconds, tokens, trainable,
-                       log_path, budget.elapsed(), budget.stopped, resume, before.get("run_id"), reason, steps,
-                       targets)  # fmt: skip
+    reason = ("budget" if budget.stopped else "early_stopping" if validation and validation.stopped_early
+              else "max_steps" if train.max_steps else "epochs")  # fmt: skip
+    return TrainResult(out_dir, last, float(result.training_loss), seconds, tokens, trainable, log_path,
+                       budget.elapsed(), budget.stopped, resume, before.get("run_id"), reason, steps, targets,
+                       adapter_step=validation.best_step if best is not None else last,
+                       best_val_loss=validation.best_loss if validation else None)  # fmt: skip
+
+
+def _validation(train: TrainPlan, layout: RunLayout, tokenizer, losses: LossLog, before: dict) -> Optional[Validation]:
+    """The val/loss callback over data/val.jsonl; None when there are no held-out rows and nothing needs them."""
+    path = layout.data / "val.jsonl"
+    val_rows = encode(read_jsonl(path), tokenizer, train) if path.exists() else []
+    if not val_rows:
+        needs = "train.keep_best" if train.keep_best else "train.early_stopping_patience" \
+            if train.early_stopping_patience else None  # fmt: skip
+        if needs:
+            raise ConfigError(f"{needs} needs held-out rows and {path} has none: raise data.val_fraction "
+                             f"or set {needs}={'false' if needs.endswith('best') else 'null'}")  # fmt: skip
+        log.warning("no held-out rows in %s: no val/loss", path)
+        return None
+    return Validation(val_rows, collate(tokenizer.pad_token_id), train.micro_batch_size, train.eval_every_steps,
+                      train.early_stopping_patience, layout.checkpoints / "best", losses, tokenizer, before)  # fmt: skip
 
 
 def _peft_targets(model) -> List[str]:

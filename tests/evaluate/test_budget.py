@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lec.evaluate import helm
-from lec.evaluate.run import score_unanswered, suite_groups
+from lec.evaluate.helm_backend import score_unanswered, suite_groups
 from lec.score import challenge_metrics
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from lec.evaluate import helm
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -29,15 +30,8 @@ def _key(request: dict) -> str:
 
 
 def _answered(cache: Path) -> set:
-    """The requests in HELM's request cache (its keys: helm/common/key_value_store.py `request_to_key`)."""
-    keys = set()
-    for db in (cache / "requests").glob("*.sqlite"):
-        with sqlite3.connect(db) as con:
-            try:
-                keys |= {_key(json.loads(k)) for (k,) in con.execute("SELECT key FROM unnamed")}
-            except sqlite3.OperationalError:  # HELM has created the file, not yet its table
-                pass
-    return keys
+    """The requests in HELM's request cache (lec.evaluate.helm.answered_requests, what lec logs at a start)."""
+    return {_key(json.loads(k)) for k in helm.answered_requests(cache / "requests")}
 
 
 def _metrics(run_dir: Path) -> dict:
@@ -53,15 +47,15 @@ def _comparable(run_dir: Path) -> dict:
             for metric, value in metrics.items() if "inference_runtime" not in metric}  # fmt: skip
 
 
-def _asked(run_dir: Path, skip: set) -> set:
-    """Requests HELM sent to the server (not from its cache) in the runs it ran (not those restored: `skip`). Two
-    threads may send one request at once before either answer is cached: a set, not a count."""
-    asked = set()
-    for state in (run_dir / "helm" / "runs" / "smoke").glob("*/scenario_state.json"):
+def asked(helm_dir: Path, skip: frozenset = frozenset()) -> set:
+    """Requests HELM sent to the server (not from its cache) in the runs under `helm_dir` other than those restored
+    (`skip`). Two threads may send one request at once before either answer is cached: a set, not a count."""
+    found = set()
+    for state in helm_dir.glob("runs/*/*/scenario_state.json"):
         if state.parent.name not in skip:
-            asked |= {_key(s["request"]) for s in json.loads(state.read_text())["request_states"]
+            found |= {_key(s["request"]) for s in json.loads(state.read_text())["request_states"]
                       if not s["result"]["cached"]}  # fmt: skip
-    return asked
+    return found
 
 
 def test_killed_and_started_again_asks_only_what_was_not_answered(tmp_path):
@@ -84,7 +78,7 @@ def test_killed_and_started_again_asks_only_what_was_not_answered(tmp_path):
 
     again = subprocess.run(_cmd(tmp_path, "again", "c2"), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-4000:]
-    asked = _asked(tmp_path / "again", kept)
-    assert asked and not asked & answered  # nothing answered before the kill is asked again …
-    assert asked | answered == _answered(tmp_path / "c2") == distinct  # … and everything else is
+    again_asked = asked(tmp_path / "again" / "helm", frozenset(kept))
+    assert again_asked and not again_asked & answered  # nothing answered before the kill is asked again …
+    assert again_asked | answered == _answered(tmp_path / "c2") == distinct  # … and everything else is
     assert _comparable(tmp_path / "again") == pytest.approx(_comparable(tmp_path / "full"), rel=1e-4, abs=1e-6)
