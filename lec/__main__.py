@@ -44,6 +44,17 @@ def main(dcfg: DictConfig) -> Optional[float]:
         _fail(f"lec: {err}", code=1)
 
 
+def readable_name(overrides: str, choices) -> str:
+    """A run's MLflow name, told apart in the runs table: a sweep job's overrides (its siblings differ in them), else
+    the overrides or the model/adapter/data choices, and the start time: "tiny-lora-synthetic 12-03 17:45:12"."""
+    if sweep.current_job() is not None:
+        return overrides or "default"
+    import time
+
+    what = overrides or "-".join(str(choices.get(g)) for g in ("model", "adapter", "data"))
+    return f"{what} {time.strftime('%m-%d %H:%M:%S')}"
+
+
 def run(cfg: config.LecConfig):
     """Plan → run dir → pipeline (all four stages in one MLflow run) → the summary table."""
     from pathlib import Path
@@ -54,7 +65,7 @@ def run(cfg: config.LecConfig):
     hc = HydraConfig.get()
     p = plan.build(cfg)
     layout = plan.RunLayout.of(cfg.outputs_dir, Path(hc.runtime.output_dir))
-    run_name = cfg.run_name or hc.job.override_dirname or "default"
+    run_name = cfg.run_name or readable_name(hc.job.override_dirname, hc.runtime.choices)
     choices = {k: v for k, v in hc.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
     summary = pipeline.run(p, cfg, layout, run_name, tags=sweep.child_tags(), choices=choices)
     report.print_summary(summary, p.tracking_uri)

@@ -2,8 +2,9 @@
 
 Writes into `--out` (default `<sweep dir>/compare`, or `outputs/compare/<first run id>`):
 - `objective.png`: the objective against each swept hyperparameter (one panel each; the best job starred),
-- `scenarios.png`: per-scenario HELM scores (the challenge's per-scenario means) of each run side by side,
-- `loss.png`: the training-loss curves overlaid,
+- `scenarios.png`: per-scenario scores (the challenge's per-scenario means) of each run side by side, and the
+  untuned base model's,
+- `loss.png`: the training-loss curves overlaid, and the validation-loss curves beside them,
 - `index.html`: a table of the runs (status, objective, swept values, errors) with the three plots,
 and logs them to the sweep's parent run under `compare/` (or to `--log-to RUN_ID`). A sweep calls this by itself at
 its end (`sweep.compare=true`).
@@ -45,11 +46,52 @@ def _pyplot():
     return plt
 
 
+def short(v: Optional[str]) -> str:
+    """A value as a legend shows it: 0.00030000000000000003 → 0.0003, 16.0 → 16; text as it is."""
+    if v is None:
+        return "?"
+    try:
+        x = float(v)
+    except ValueError:
+        return str(v)
+    if x.is_integer() and abs(x) < 1e6:
+        return str(int(x))
+    return f"{x:.3g}"
+
+
 def label(run, keys: Sequence[str] = ()) -> str:
-    """A run's name in legends: its values of the swept keys (`r=8 data=lima`), else its overrides / name."""
+    """A run's name in legends: its values of the swept keys (`r=8 lr=0.0003`), else its overrides / name."""
     if keys:
-        return " ".join(f"{k.removeprefix('choice.').split('.')[-1]}={value(run, k) or '?'}" for k in keys)
+        return " ".join(f"{k.removeprefix('choice.').split('.')[-1]}={short(value(run, k))}" for k in keys)
     return run.data.tags.get("lec.sweep.overrides") or run.info.run_name or run.info.run_id[:8]
+
+
+def labels(runs: Sequence[Any], keys: Sequence[str] = ()) -> List[str]:
+    """Each run's legend name, cut to 40 characters; names that would be equal get the run id's start."""
+    names = [label(r, keys)[:40] for r in runs]
+    return [f"{n} ({r.info.run_id[:6]})" if names.count(n) > 1 else n for n, r in zip(names, runs)]
+
+
+def _log_y(ax) -> None:
+    """A log y axis with plain numbers at 1, 2, 5 × 10^k (0.2, 0.5, 1, 2), not 2 × 10⁻¹."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _save(fig, path: Path) -> Path:
+    """Save the PNG with what its axes say (titles, axis labels, scales, legend entries, x ticks) in its metadata
+    ("lec.axes", JSON): a test reads the picture's own description."""
+    axes = [{"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(), "xscale": ax.get_xscale(),
+             "yscale": ax.get_yscale(), "xticks": [t.get_text() for t in ax.get_xticklabels()],
+             "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else []}
+            for ax in fig.axes]  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Description": json.dumps({"lec.axes": axes})})
+    return path
 
 
 def _overrides(run) -> Dict[str, str]:
@@ -100,14 +142,17 @@ def plot_objective(runs: Sequence[Any], keys: List[str], objective: SweepConfig,
     ok = [i for i, y in enumerate(ys) if math.isfinite(y)]
     sign = 1 if objective.direction == "maximize" else -1
     best = max(ok, key=lambda i: sign * ys[i]) if ok else None
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(6.4, 4.2 * len(keys)), 3.8), squeeze=False, sharey=True)
     for ax, key in zip(axes[0], keys):
         raw = [value(r, key) for r in runs]
         nums = _numbers(raw)
         if nums is not None:
             xs = nums
-            if min(nums) > 0 and max(nums) / min(nums) >= 10:
+            if min(nums) > 0 and max(nums) / min(nums) >= 10:  # a learning rate, a rank: ticks at the values run
                 ax.set_xscale("log")
+                ticks = sorted(set(nums))
+                ax.set_xticks(ticks, [short(str(t)) for t in ticks])
+                ax.minorticks_off()
         else:
             cats = list(dict.fromkeys(str(v) for v in raw))
             xs = [cats.index(str(v)) for v in raw]
@@ -126,20 +171,23 @@ def plot_objective(runs: Sequence[Any], keys: List[str], objective: SweepConfig,
     axes[0][0].legend(fontsize=8, loc="best")
     fig.suptitle(f"{objective.objective} ({objective.direction.value}) vs swept hyperparameters, {len(runs)} runs",
                  fontsize=10)  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
 
-def scenario_scores(run) -> Dict[str, float]:
-    """The challenge's per-scenario means (`challenge/mean/<scenario>`); without them, the run's HELM metrics."""
-    m = run.data.metrics
-    out = {k.split("/", 2)[2]: v for k, v in m.items() if k.startswith("challenge/mean/") and k != "challenge/mean/raw_score"}
-    return out or {k.removeprefix("helm/"): v for k, v in m.items() if k.startswith("helm/")}
+def scenario_scores(run, model: str = "") -> Dict[str, float]:
+    """The challenge's per-scenario means (`challenge/mean/<scenario>`, the base model's under `base/`); without
+    them, the run's HELM metrics."""
+    m, pre = run.data.metrics, f"{model}/" if model else ""
+    out = {k.split("/")[-1]: v for k, v in m.items() if k.startswith(f"{pre}challenge/mean/")
+           and not k.endswith("/raw_score")}  # fmt: skip
+    return out or {k.removeprefix(f"{pre}helm/"): v for k, v in m.items() if k.startswith(f"{pre}helm/")}
 
 
 def plot_scenarios(runs: Sequence[Any], keys: List[str], objective: SweepConfig, path: Path) -> Optional[Path]:
+    """Each run's per-scenario means (best runs first) and, hatched grey, the untuned base model's: what tuning
+    bought per scenario."""
     from lec.track import objective_of
 
     plt = _pyplot()
@@ -151,49 +199,66 @@ def plot_scenarios(runs: Sequence[Any], keys: List[str], objective: SweepConfig,
     scored.sort(key=lambda r: sign * objective_of(r.data.metrics, objective) if math.isfinite(
         objective_of(r.data.metrics, objective)) else math.inf)  # fmt: skip
     scored = scored[:MAX_BARS]
-    scenarios = sorted(set().union(*(scenario_scores(r) for r in scored)))
-    width = 0.8 / len(scored)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(scenarios) * max(1, len(scored) / 3)), 4.2))
+    base = next((scenario_scores(r, "base") for r in scored if scenario_scores(r, "base")), {})
+    bars = [(name, scenario_scores(r)) for name, r in zip(labels(scored, keys), scored)]
+    bars += [("base model (untuned)", base)] if base else []
+    scenarios = sorted(set().union(*(b for _, b in bars)))
+    width = 0.8 / len(bars)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(scenarios) * max(1, len(bars) / 3)), 4.2))
     cmap = plt.get_cmap("tab10" if len(scored) <= 10 else "tab20")
-    for j, r in enumerate(scored):
-        s = scenario_scores(r)
+    for j, (name, s) in enumerate(bars):
         xs = [i - 0.4 + width * (j + 0.5) for i in range(len(scenarios))]
-        ax.bar(xs, [s.get(sc, 0.0) for sc in scenarios], width, label=label(r, keys)[:60], color=cmap(j % cmap.N))
+        is_base = base and j == len(bars) - 1
+        ax.bar(xs, [s.get(sc, 0.0) for sc in scenarios], width, label=name,
+               color="lightgrey" if is_base else cmap(j % cmap.N), hatch="//" if is_base else None,
+               edgecolor="grey" if is_base else None)  # fmt: skip
     ax.set_xticks(range(len(scenarios)), scenarios, rotation=20 if len(scenarios) > 4 else 0, ha="right")
     ax.set_ylabel("mean of the scenario's challenge metrics")
     ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))
-    ax.set_title(f"per-scenario HELM scores, {len(scored)} runs (best first)", fontsize=10)
+    ax.set_title(f"per-scenario scores, {len(scored)} runs (best first)" + (" and the base model" if base else ""),
+                 fontsize=10)  # fmt: skip
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path
 
 
 def plot_loss(client, runs: Sequence[Any], keys: List[str], path: Path) -> Optional[Path]:
+    """Training loss (left) and validation loss on the held-out rows (right) of each run, one colour per run."""
     plt = _pyplot()
 
     curves = []
-    for r in runs:
-        hist = sorted(client.get_metric_history(r.info.run_id, "train/loss"), key=lambda h: h.step)
-        if hist:
-            curves.append((label(r, keys), [h.step for h in hist], [h.value for h in hist]))
+    for name, r in zip(labels(runs, keys), runs):
+        hist = {key: sorted(client.get_metric_history(r.info.run_id, key), key=lambda h: h.step)
+                for key in ("train/loss", "val/loss")}  # fmt: skip
+        if hist["train/loss"]:
+            curves.append((name, hist))
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    for name, steps, values in curves:
+    with_val = any(h["val/loss"] for _, h in curves)
+    fig, axes = plt.subplots(1, 2 if with_val else 1, figsize=(12.0 if with_val else 7.5, 4.2), squeeze=False)
+    cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
+    for j, (name, hist) in enumerate(curves):
+        values = [h.value for h in hist["train/loss"]]
         k = max(1, len(values) // 50)  # a moving average over ~2% of the run keeps the curves readable
         smooth = [sum(values[max(0, i - k + 1): i + 1]) / len(values[max(0, i - k + 1): i + 1]) for i in range(len(values))]
-        ax.plot(steps, smooth, label=name[:60], linewidth=1.4)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("train/loss" + (" (moving average)" if any(len(c[2]) >= 100 for c in curves) else ""))
-    ax.set_yscale("log")
-    ax.set_title(f"training loss, {len(curves)} runs", fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+        axes[0][0].plot([h.step for h in hist["train/loss"]], smooth, label=name, linewidth=1.4, color=cmap(j % cmap.N))
+        if with_val and hist["val/loss"]:
+            axes[0][1].plot([h.step for h in hist["val/loss"]], [h.value for h in hist["val/loss"]], marker="o",
+                            markersize=3, label=name, linewidth=1.4, color=cmap(j % cmap.N))  # fmt: skip
+    axes[0][0].set_ylabel("train/loss" + (" (moving average)" if any(len(h["train/loss"]) >= 100 for _, h in curves)
+                                           else ""))  # fmt: skip
+    axes[0][0].set_title(f"training loss, {len(curves)} runs", fontsize=10)
+    if with_val:
+        axes[0][1].set_ylabel("val/loss")
+        axes[0][1].set_title("validation loss (held-out rows)", fontsize=10)
+    for ax in axes[0]:
+        ax.set_xlabel("optimizer step")
+        _log_y(ax)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(fig, path)
     plt.close(fig)
     return path
 

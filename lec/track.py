@@ -55,6 +55,12 @@ def client(uri: str):
     return MlflowClient(uri)
 
 
+# MLflow ≥ 3 opens an experiment without a kind as a GenAI one (its overview says "No data" and lists runs under
+# "Evaluations"); "finetuning" is one of the UI's kinds (mlflow/server/js ExperimentKind) that opens the runs table
+KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {KIND_TAG: "finetuning"}
+
+
 def experiment_id(tracking_uri: str, experiment: str, outputs_dir: str, reap_dead: bool = True) -> str:
     """The experiment's id, created on first use. Runs that start together on a fresh outputs dir would race in
     MLflow's SQLite schema migration, so opening a SQLite store is serialised by a lock file beside it. The store's
@@ -69,11 +75,13 @@ def experiment_id(tracking_uri: str, experiment: str, outputs_dir: str, reap_dea
             # keeps them under outputs/, not in ./mlruns of whatever the cwd is.
             location = None if tracking_uri.startswith(("http://", "https://")) else (out / "mlartifacts").as_uri()
             try:
-                exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+                exp_id = mlflow.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
             except mlflow.exceptions.MlflowException:  # created concurrently by a process on another machine
                 exp_id = mlflow.get_experiment_by_name(experiment).experiment_id
         else:
             exp_id = exp.experiment_id
+            if exp.tags.get(KIND_TAG) is None:  # a store made before lec tagged its experiments
+                mlflow.MlflowClient(tracking_uri).set_experiment_tag(exp_id, KIND_TAG, EXPERIMENT_TAGS[KIND_TAG])
     if reap_dead:
         reap(tracking_uri, exp_id)
     return exp_id
@@ -348,10 +356,17 @@ def record_evaluate(ev, plan: Plan, layout: RunLayout) -> None:
         log_metrics({f"{'' if label == 'tuned' else label + '/'}eval/unanswered_scenarios": len(groups)
                      for label, groups in ev.unanswered.items()})  # fmt: skip
     for name, result in ev.results.items():
-        for label, groups in result.metrics.items():
+        # charts: what a person reads first (HELM: the stats the scorer reads); every stat: a table beside them
+        for label, groups in (result.metrics if result.headline is None else result.headline).items():
             prefix = "" if label == "tuned" else f"{label}/"
             for group, metrics in groups.items():
                 log_metrics({f"{prefix}{name}/{metric_name(group, k)}": v for k, v in metrics.items()})
+        rows = [(label, group, k, v) for label, groups in result.metrics.items() for group, metrics in groups.items()
+                for k, v in metrics.items()]  # fmt: skip
+        if rows:
+            mlflow.log_table({"model": [r[0] for r in rows], "scenario": [r[1] for r in rows],
+                              "metric": [r[2] for r in rows], "value": [r[3] for r in rows]},
+                             f"eval/{name}_metrics.json")  # fmt: skip
         log_metrics({f"eval/{name}/seconds": result.seconds,
                      **{f"eval/{name}/{k}": v for k, v in result.stats.items()}})  # fmt: skip
         for path, where in result.artifacts:
@@ -394,6 +409,9 @@ def record_score(scored, plan: Plan, layout: RunLayout) -> None:
             "score_open": st.score_open, "score_hidden": st.score_hidden, "score_full": st.score_full,
             "rank": st.rank, "rank_open": st.rank_open, "rank_hidden": st.rank_hidden,
             "gap_open_minus_hidden": st.gap}.items()})  # fmt: skip
+    if {"tuned", "base"} <= set(scored.scores):  # what fine-tuning bought, as its own charts
+        tuned, base = _headline(scored, "tuned"), _headline(scored, "base")
+        log_metrics({f"tuned_minus_base/{k}": tuned[k] - base[k] for k in tuned if base.get(k) is not None})
     mlflow.set_tags({"lec.score_pool": plan.score.pool, "lec.score_mode": plan.score.mode.value,
                      "lec.score_pool_size": str(scored.pool_size), "lec.score_scenarios": ",".join(scored.scenarios)})  # fmt: skip
     flat = {}
@@ -406,6 +424,16 @@ def record_score(scored, plan: Plan, layout: RunLayout) -> None:
     for label, means in scored.scores.items():
         flat.update({f"{label}/mean/{k}": v for k, v in means.items() if v is not None})
     _write_json(layout.run_dir / "score.json", flat)
+
+
+def _headline(scored, label: str) -> Dict[str, float]:
+    """One model's challenge score per stage and mean per scenario (the keys record_score logs them under)."""
+    out = {f"challenge/mean/{metric_name(k)}": v for k, v in scored.scores[label].items() if v is not None}
+    if label in scored.standing:
+        st = scored.standing[label].standing
+        out.update({f"challenge/{k}": v for k, v in (("score_open", st.score_open), ("score_hidden", st.score_hidden),
+                                                      ("score_full", st.score_full)) if v is not None})  # fmt: skip
+    return out
 
 
 # --- reading runs back: sweeps and comparisons --------------------------------------------------------------------

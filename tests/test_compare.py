@@ -98,3 +98,41 @@ def test_cli_on_a_list_of_runs_and_its_errors(store, tmp_path):
     assert bad.returncode == 2 and "0123456789abcdef" in bad.stderr
     none = subprocess.run([sys.executable, "-m", "lec.compare"], capture_output=True, text=True, timeout=120)
     assert none.returncode == 2 and "give a sweep dir" in none.stderr
+
+
+def _axes(png):
+    from PIL import Image
+
+    return json.loads(Image.open(png).text["Description"])["lec.axes"]
+
+
+def test_plots_people_read_log_lr_ticks_short_legends_base_bars_and_val_loss(tmp_path):
+    """An lr sweep logged as floats carry them (3e-4 → 0.00030000000000000003), two runs with no overrides, a base
+    model and validation loss: each picture says what it shows in readable words (read from its own metadata)."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.create_experiment("lec", artifact_location=(tmp_path / "art").as_uri())
+    runs = []
+    for lr, score in (("0.00010000000000000002", 0.3), ("0.00030000000000000003", 0.5), ("0.0010000000000000002", 0.4)):
+        run = client.create_run(exp, run_name="default", tags={"lec.sweep.overrides": f"adapter.lr={lr}"}).info.run_id
+        client.log_param(run, "train.lr", lr)
+        client.log_metric(run, "challenge/score_open", score)
+        client.log_metric(run, "challenge/mean/mmlu", score)
+        client.log_metric(run, "base/challenge/mean/mmlu", 0.25)
+        for step in range(1, 11):
+            client.log_metric(run, "train/loss", 3.0 / step, step=step)
+        for step in (5, 10):
+            client.log_metric(run, "val/loss", 2.0 / step, step=step)
+        client.set_terminated(run, "FINISHED")
+        runs.append(client.get_run(run))
+    objective = SweepConfig(objective="challenge/score_open")
+    (obj,) = _axes(compare.plot_objective(runs, ["adapter.lr"], objective, tmp_path / "o.png"))
+    assert obj["xscale"] == "log" and obj["xticks"] == ["0.0001", "0.0003", "0.001"] and obj["xlabel"] == "adapter.lr"
+    (bars,) = _axes(compare.plot_scenarios(runs, ["adapter.lr"], objective, tmp_path / "s.png"))
+    assert bars["legend"] == ["lr=0.0003", "lr=0.001", "lr=0.0001", "base model (untuned)"]  # best first, then base
+    train, val = _axes(compare.plot_loss(client, runs, ["adapter.lr"], tmp_path / "l.png"))
+    assert (train["ylabel"], val["ylabel"]) == ("train/loss", "val/loss") and val["xlabel"] == "optimizer step"
+    assert val["legend"] == ["lr=0.0001", "lr=0.0003", "lr=0.001"]
+    for r in runs:
+        r.data.tags.pop("lec.sweep.overrides")
+    names = compare.labels(runs[:2])  # two runs both named "default": told apart
+    assert len(set(names)) == 2 and all(n.startswith("default (") for n in names)

@@ -4,6 +4,7 @@ helm-summarize, a real MLflow SQLite store; assertions read the MLflow run back.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def default_run(tmp_path_factory):
 
 def test_run_finishes_and_logs_its_plan(default_run):
     tmp, _, client, run = default_run
-    assert run.info.status == "FINISHED" and run.info.run_name == "default"
+    assert run.info.status == "FINISHED" and re.fullmatch(r"tiny-lora-synthetic \d\d-\d\d \d\d:\d\d:\d\d", run.info.run_name)
     p = run.data.params  # the plan: what ran, not what was typed
     assert p["train.hardware"] == "cpu" and p["model.name"] == "tiny" and p["train.method"] == "lora"
     assert p["choice.eval"] == "smoke" and p["train.lora.r"] == "16"

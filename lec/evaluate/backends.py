@@ -56,6 +56,8 @@ class BackendResult:
     unanswered: Dict[str, List[str]] = field(default_factory=dict)  # {label: scenarios scored 0 by the budget rule}
     stats: Dict[str, float] = field(default_factory=dict)  # eval/<name>: runs finished, …
     artifacts: List[Tuple[Path, str]] = field(default_factory=list)  # (file, MLflow artifact dir)
+    # what a person reads first (MLflow charts); None = every metric. The rest is a table (lec.track)
+    headline: Optional[Dict[str, Metrics]] = None
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,16 @@ def run(job: EvalJob, served: Dict[str, Served]) -> BackendResult:
             keep_finished(store, keys[label], layout.helm, ev.suite, label, list(ev.entries) if complete else None)
     metrics, unanswered, _, n_runs = _helm_metrics(ev, layout, job.labels, result)
     return BackendResult(metrics, result.seconds, result.timed_out, unanswered, {"runs_finished": n_runs},
-                         _artifacts(layout.helm, ev.suite))  # fmt: skip
+                         _artifacts(layout.helm, ev.suite), {label: scored_stats(m) for label, m in metrics.items()})
+
+
+def scored_stats(metrics: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """The stats the challenge scorer reads (lec.score.METRICS: ~3 per scenario) out of the ~95 HELM reports per
+    scenario (token counts, runtimes, calibration, finish reasons × each perturbation)."""
+    wanted = {(m.group, m.key) for _, m in METRICS.values()}
+    return {scenario: kept for scenario, stats in metrics.items()
+            if (kept := {k: v for k, v in stats.items()
+                         if any(k == key and (scenario == g or scenario.startswith(g + "_")) for g, key in wanted)})}
 
 
 def instances(ev: EvalPlan, scenarios_dir: Optional[str], outputs_dir: Path):
