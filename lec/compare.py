@@ -177,9 +177,11 @@ def plot_objective(runs: Sequence[Any], keys: List[str], objective: SweepConfig,
 
 
 def scenario_scores(run, model: str = "") -> Dict[str, float]:
-    """The challenge's per-scenario means (`challenge/mean/<scenario>`, the base model's under `base/`); without
+    """The challenge's per-scenario means (`challenge/mean/<scenario>`, the base model's under `untuned/`); without
     them, the run's HELM metrics."""
-    m, pre = run.data.metrics, f"{model}/" if model else ""
+    from lec.track import metric_prefix
+
+    m, pre = run.data.metrics, metric_prefix(model or "tuned")
     out = {k.split("/")[-1]: v for k, v in m.items() if k.startswith(f"{pre}challenge/mean/")
            and not k.endswith("/raw_score")}  # fmt: skip
     return out or {k.removeprefix(f"{pre}helm/"): v for k, v in m.items() if k.startswith(f"{pre}helm/")}

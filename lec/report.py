@@ -70,8 +70,13 @@ def print_summary(s: RunSummary, tracking_uri: str, console: Optional[Console] =
         console.print("[red]the eval budget ran out: unfinished HELM runs are missing (count as 0)[/red]")
     console.print(f"outputs: {s.run_dir}")
     store = tracking_uri.replace(f"sqlite:///{os.getcwd()}/", "sqlite:///")
-    console.print(f"MLflow:  mlflow ui --backend-store-uri {store}   (then http://127.0.0.1:5000, experiment 'lec')",
-                  soft_wrap=True)  # fmt: skip
+    console.print(f"MLflow:  mlflow ui --backend-store-uri {store}", soft_wrap=True)
+    if s.run_id:  # MLflow 3 opens as a GenAI app unless told the workflow: this link opens the run's charts
+        from mlflow.tracking import MlflowClient
+
+        exp = MlflowClient(tracking_uri).get_run(s.run_id).info.experiment_id
+        console.print(f"         http://127.0.0.1:5000/#/experiments/{exp}/runs/{s.run_id}/model-metrics"
+                      "?workflowType=machine_learning", soft_wrap=True)  # fmt: skip
 
 
 def _scen(s: RunSummary):

@@ -251,6 +251,13 @@ def environment() -> tuple:
     return env, freeze
 
 
+def metric_prefix(label: str) -> str:
+    """Where a model's metrics go: the tuned model's at the top (`challenge/…`, `helm/…`), the base model's under
+    `untuned/` (the MLflow UI lists chart sections alphabetically: the tuned model's headline comes first), another
+    evaluated model's under its label."""
+    return {"tuned": "", "base": "untuned/"}.get(label, f"{label}/")
+
+
 def metric_name(*parts: str) -> str:
     """A valid MLflow key from HELM/challenge names: 'MMLU - EM (Robustness)' → 'mmlu_em_robustness'."""
     clean = []
@@ -346,19 +353,19 @@ def _loss_csv(log_path: Path, csv_path: Path) -> None:
 
 
 def record_evaluate(ev, plan: Plan, layout: RunLayout) -> None:
-    """Each backend's metrics per model under its name (`helm/…`, `lm_eval/…`; the base model's under `base/`), the
+    """Each backend's metrics per model under its name (`helm/…`, `lm_eval/…`; the base model's under `untuned/`), the
     HELM–lm-eval agreement, the budget tags, the backends' files, <dir>/eval_metrics.json + scenario_scores.csv."""
     mlflow.set_tags({"lec.eval_suite": ev.suite, "lec.eval_timed_out": str(ev.timed_out),
                      "lec.eval.backends": ",".join(ev.results)})  # fmt: skip
     if ev.timed_out:  # say so where people look: the run's tags and a metric per model
         mlflow.set_tag("lec.eval_budget_overrun", f"the eval stopped at the {plan.eval.budget_min:g} min budget; "
                        f"unanswered scenarios scored 0: {ev.unanswered}")  # fmt: skip
-        log_metrics({f"{'' if label == 'tuned' else label + '/'}eval/unanswered_scenarios": len(groups)
+        log_metrics({f"{metric_prefix(label)}eval/unanswered_scenarios": len(groups)
                      for label, groups in ev.unanswered.items()})  # fmt: skip
     for name, result in ev.results.items():
         # charts: what a person reads first (HELM: the stats the scorer reads); every stat: a table beside them
         for label, groups in (result.metrics if result.headline is None else result.headline).items():
-            prefix = "" if label == "tuned" else f"{label}/"
+            prefix = metric_prefix(label)
             for group, metrics in groups.items():
                 log_metrics({f"{prefix}{name}/{metric_name(group, k)}": v for k, v in metrics.items()})
         rows = [(label, group, k, v) for label, groups in result.metrics.items() for group, metrics in groups.items()
@@ -372,7 +379,7 @@ def record_evaluate(ev, plan: Plan, layout: RunLayout) -> None:
         for path, where in result.artifacts:
             mlflow.log_artifact(str(path), metric_name(*where.split("/")))
     for label, pairs in ev.agreement.items():
-        prefix = "" if label == "tuned" else f"{label}/"
+        prefix = metric_prefix(label)
         log_metrics({f"{prefix}agreement/{metric_name(*k.split('/'))}/lm_eval_minus_helm": v["difference"]
                      for k, v in pairs.items()})  # fmt: skip
     log_metrics({"eval/seconds": ev.seconds})
@@ -398,7 +405,7 @@ def record_compliance(compliance: Dict[str, Dict[str, str]]) -> None:
 def record_score(scored, plan: Plan, layout: RunLayout) -> None:
     """challenge/… metrics per model (metrics, scenario means, standing), pool tags, <dir>/score.json."""
     for label, metrics in scored.challenge.items():
-        prefix = "" if label == "tuned" else f"{label}/"
+        prefix = metric_prefix(label)
         log_metrics({f"{prefix}challenge/{metric_name(k)}": v for k, v in metrics.items()})
         log_metrics({f"{prefix}challenge/mean/{metric_name(k)}": v for k, v in scored.scores[label].items()})
         if label not in scored.standing:
@@ -411,7 +418,8 @@ def record_score(scored, plan: Plan, layout: RunLayout) -> None:
             "gap_open_minus_hidden": st.gap}.items()})  # fmt: skip
     if {"tuned", "base"} <= set(scored.scores):  # what fine-tuning bought, as its own charts
         tuned, base = _headline(scored, "tuned"), _headline(scored, "base")
-        log_metrics({f"tuned_minus_base/{k}": tuned[k] - base[k] for k in tuned if base.get(k) is not None})
+        log_metrics({k.replace("challenge/", "challenge/tuned_minus_base/", 1): tuned[k] - base[k]
+                     for k in tuned if base.get(k) is not None})  # fmt: skip
     mlflow.set_tags({"lec.score_pool": plan.score.pool, "lec.score_mode": plan.score.mode.value,
                      "lec.score_pool_size": str(scored.pool_size), "lec.score_scenarios": ",".join(scored.scenarios)})  # fmt: skip
     flat = {}

@@ -117,7 +117,7 @@ def test_plots_people_read_log_lr_ticks_short_legends_base_bars_and_val_loss(tmp
         client.log_param(run, "train.lr", lr)
         client.log_metric(run, "challenge/score_open", score)
         client.log_metric(run, "challenge/mean/mmlu", score)
-        client.log_metric(run, "base/challenge/mean/mmlu", 0.25)
+        client.log_metric(run, "untuned/challenge/mean/mmlu", 0.25)
         for step in range(1, 11):
             client.log_metric(run, "train/loss", 3.0 / step, step=step)
         for step in (5, 10):

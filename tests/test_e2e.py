@@ -4,9 +4,12 @@ helm-summarize, a real MLflow SQLite store; assertions read the MLflow run back.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -61,16 +64,16 @@ def test_loss_is_logged_per_step_and_falls(default_run):
 def test_helm_metrics_and_challenge_score_are_logged(default_run):
     tmp, out, _, run = default_run
     m = run.data.metrics
-    for key in ("helm/mmlu/exact_match", "helm/gsm/exact_match_indicator", "base/helm/mmlu/exact_match",
+    for key in ("helm/mmlu/exact_match", "helm/gsm/exact_match_indicator", "untuned/helm/mmlu/exact_match",
                 "challenge/mmlu_em", "challenge/gsm8k_em", "challenge/mean/raw_score", "challenge/score_open",
-                "challenge/rank", "base/challenge/rank"):  # fmt: skip
+                "challenge/rank", "untuned/challenge/rank"):  # fmt: skip
         assert key in m, key
     assert m["challenge/mmlu_em"] == m["helm/mmlu/exact_match"]
     # the smoke suite has one entry per scenario kind of both stages, so both stage scores exist
     assert {"challenge/score_open", "challenge/score_hidden", "challenge/score_full"} <= set(m)
     for key in ("helm/sam_sum/rouge_2", "helm/corr2cause/exact_match", "helm/ethics_justice/exact_match_robustness"):
         assert key in m, key
-    assert 1 <= m["challenge/rank"] <= 9 and m["challenge/rank"] <= m["base/challenge/rank"]
+    assert 1 <= m["challenge/rank"] <= 9 and m["challenge/rank"] <= m["untuned/challenge/rank"]
     assert run.data.tags["lec.score_scenarios"] == "MMLU,GSM8K,sam_sum,corr2cause,ethics"
     runs = list((tmp / "run" / "helm" / "runs" / "smoke").iterdir())
     assert len([r for r in runs if (r / "stats.json").exists()]) == 10  # 5 entries for tuned and base
@@ -82,11 +85,11 @@ def test_fine_tuning_beats_the_untuned_base(default_run):
     """The proof that the pipeline is real: HELM scores the tuned model strictly higher on every scenario."""
     _, _, _, run = default_run
     m = run.data.metrics
-    assert m["helm/mmlu/exact_match"] > m["base/helm/mmlu/exact_match"]
+    assert m["helm/mmlu/exact_match"] > m["untuned/helm/mmlu/exact_match"]
     assert m["helm/mmlu/exact_match"] >= 0.8  # the MC rule is learned, not guessed (chance = 0.25)
-    assert m["helm/gsm/exact_match_indicator"] > m["base/helm/gsm/exact_match_indicator"]
-    assert m["challenge/mean/raw_score"] > m["base/challenge/mean/raw_score"]
-    assert m["challenge/score_open"] > m["base/challenge/score_open"]
+    assert m["helm/gsm/exact_match_indicator"] > m["untuned/helm/gsm/exact_match_indicator"]
+    assert m["challenge/mean/raw_score"] > m["untuned/challenge/mean/raw_score"]
+    assert m["challenge/score_open"] > m["untuned/challenge/score_open"]
 
 
 def test_helm_really_talked_to_the_lec_server(default_run):
@@ -148,7 +151,7 @@ def test_a_finished_run_evaluates_again_to_the_same_numbers(default_run, tmp_pat
 
     assert "HELM vs lm-evaluation-harness" in fresh.stdout
     m = runs[str(tmp_path / "a")].data.metrics
-    assert m["lm_eval/lec_mmlu_number_order/acc"] > m["base/lm_eval/lec_mmlu_number_order/acc"]
+    assert m["lm_eval/lec_mmlu_number_order/acc"] > m["untuned/lm_eval/lec_mmlu_number_order/acc"]
     assert "lm_eval/lec_gsm/exact_match_strict-match" in m
     pair = json.loads((tmp_path / "a" / "summary.json").read_text())["agreement"]["tuned"]["mmlu/exact_match"]
     assert pair["helm"] == pytest.approx(m["helm/mmlu/exact_match"])
@@ -204,3 +207,68 @@ def test_data_that_cannot_load_marks_the_run_failed(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("lec").experiment_id])
     assert run.info.status == "FAILED" and "GAIR/lima" in run.data.tags["lec.error"]
+
+
+def _chromium() -> str:
+    """Debian's chromium, installed with apt-get where it is missing (as scripts/slurm_local.sh does slurm)."""
+    import shutil
+
+    found = shutil.which("chromium")
+    if found is None:
+        if os.geteuid() != 0:
+            pytest.skip("headless chromium is not installed and apt-get needs root")
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=True, capture_output=True, timeout=900,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
+        found = shutil.which("chromium")
+    return found
+
+
+def _browse(chromium: str, url: str, shot: Path) -> str:
+    """The page's DOM after its scripts ran (and a screenshot of it), from headless chromium."""
+    flags = [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1600,1000",
+             "--virtual-time-budget=20000", f"--user-data-dir={shot.parent / 'profile'}"]  # fmt: skip
+    subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
+    return subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def test_the_mlflow_ui_shows_the_run_as_a_training_run_headline_first(default_run, tmp_path):
+    """`mlflow ui` (the README's command) on the default run's store, driven by headless chromium: the runs table
+    holds the run's readable name, and its metric charts open on the tuned model's challenge score."""
+    import socket
+
+    import requests
+
+    tmp, _, client, run = default_run
+    chromium = _chromium()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
+    ui = subprocess.Popen([mlflow, "ui", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db", "--host", "127.0.0.1",
+                           "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while not _answers(requests, f"{base}/health"):
+            assert ui.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
+            time.sleep(0.5)
+        exp = run.info.experiment_id
+        assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "finetuning"
+        runs = _browse(chromium, f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning", tmp_path / "runs.png")
+        assert run.info.run_name in runs and "Runs" in runs
+        page = _browse(chromium, f"{base}/#/experiments/{exp}/runs/{run.info.run_id}/model-metrics"
+                                 "?workflowType=machine_learning", tmp_path / "run.png")  # fmt: skip
+        sections = re.findall(r'white-space: pre;">([^<]+)</div>', page)  # the chart sections, top to bottom
+        assert sections[:3] == ["challenge", "challenge/mean", "challenge/tuned_minus_base"], sections
+        assert "untuned/challenge" in sections and len(client.get_run(run.info.run_id).data.metrics) < 150
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)  # the UI and its workers: the group this test started
+        ui.wait(30)
+
+
+def _answers(requests, url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
