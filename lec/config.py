@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
 CONF_DIR = _PACKAGED_CONF if _PACKAGED_CONF.is_dir() else ROOT / "conf"
 GROUPS = ("hardware", "model", "data", "adapter", "eval")
-SEARCH_GROUPS = ("experiment", "hparams_search", "recipe")  # optional groups, chosen like the five above
+SEARCH_GROUPS = ("experiment", "hparams_search", "recipe", "bench")  # optional groups, chosen like the five above
 
 
 class ConfigError(ValueError):
@@ -425,6 +425,17 @@ class SyntheticEvalConfig:
 
 
 @dataclass
+class BenchConfig:
+    """The suite's tasks that `train.bench_every_steps` scores during training: lm-eval multiple-choice tasks, run
+    in-process on the live model by loglikelihood (lec/evaluate/bench.py), in the challenge's two stages; each group's
+    mean and the open-minus-closed gap are curves beside the loss."""
+
+    open: List[str] = field(default_factory=list)  # open-stage tasks (the smoke suite: lec_mmlu_<subject>)
+    closed: List[str] = field(default_factory=list)  # closed-stage tasks (the smoke suite: lec_corr2cause, lec_ethics_*)
+    limit: int = num(12, 1)  # docs per task per check: the first N of its eval split, the same N every check
+
+
+@dataclass
 class EvalConfig:
     """A HELM suite: run entries with `{model}` filled in per evaluated model."""
 
@@ -448,6 +459,7 @@ class EvalConfig:
     # "<scenario>/<metric>=<task>/<metric>[+<task>/<metric>…]" (averaged):
     # what scores an lm-eval-only run, and the pairs compared when both backends ran (summary.json `agreement`).
     lm_eval_metrics: List[str] = field(default_factory=list)
+    bench: BenchConfig = field(default_factory=BenchConfig)  # tasks of the training-time curves; none = the suite has none
 
 
 @dataclass
@@ -498,6 +510,9 @@ class TrainConfig:
     # is ~7 checks over the default run (~1 s each for its 300 held-out rows)
     eval_every_steps: Optional[int] = num(50, 1)
     early_stopping_patience: Optional[int] = num(None, 1)  # stop after N checks without a lower val/loss; null = never
+    # score the live model on eval.bench's tasks at step 0 (the base model, a fresh run only), every N optimizer steps
+    # and at the end: bench/<task>/<metric> curves; null = off (GPU presets). On for the embedded default (conf/bench/)
+    bench_every_steps: Optional[int] = num(None, 1)
     # the run's adapter is the weights at the lowest val/loss, not the last (the 4090 winner, Birbal: axolotl's
     # load_best_model_at_end on eval_loss, github.com/Upaya07/NeurIPS-llm-efficiency-challenge README @ 6b2bb5d6)
     keep_best: bool = True
@@ -684,6 +699,7 @@ def validate(cfg: LecConfig) -> LecConfig:
     _check_adapter(cfg.adapter, cfg.hardware)
     _check_data(cfg.data)
     _check_train(cfg.train, cfg.data)
+    _check_bench(cfg.train, cfg.eval)
     _check_serve(cfg.serve)
     evaluate_source(cfg.evaluate)
     _check_backends(cfg.eval)
@@ -889,6 +905,27 @@ def _check_train(train: TrainConfig, data: DataConfig) -> None:
                               f"data.val_fraction > 0 or {asked[0]}={'null' if 'patience' in asked[0] else 'false'}")
     if train.resume_from not in (None, "auto"):
         _must_exist("train.resume_from", train.resume_from, want_dir=True)
+
+
+def _check_bench(train: TrainConfig, ev: EvalConfig) -> None:
+    """Benchmark curves need tasks the suite names, each in one stage; lec_* tasks read the smoke suite's generated
+    files (plan.build checks that those are multiple-choice files the suite writes)."""
+    if train.bench_every_steps is None or not train.enabled:
+        return
+    if not ev.bench.open and not ev.bench.closed:
+        raise ConfigError(  # tested: tests/test_train_bench.py
+            f"train.bench_every_steps={train.bench_every_steps} needs tasks, and eval={ev.name} has none in "
+            "eval.bench.open / eval.bench.closed: set train.bench_every_steps=null, or name lm-eval multiple-choice "
+            "tasks there (eval=smoke has them)")
+    both = sorted(set(ev.bench.open) & set(ev.bench.closed))
+    if both:
+        raise ConfigError(  # tested: tests/test_train_bench.py
+            f"eval.bench: {both[0]} is in both open and closed; a task belongs to one stage")
+    lec_tasks = [t for t in (*ev.bench.open, *ev.bench.closed) if t.startswith("lec_")]
+    if lec_tasks and ev.synthetic is None:
+        raise ConfigError(  # tested: tests/test_train_bench.py
+            f"eval.bench names {lec_tasks[0]}, a task over the smoke suite's generated files, and eval={ev.name} "
+            "generates none (eval.synthetic is null): set train.bench_every_steps=null or use eval=smoke")
 
 
 def _check_serve(serve: ServeConfig) -> None:

@@ -61,6 +61,10 @@ class RunLayout:
         return self.run_dir / "helm"
 
     @property
+    def bench(self) -> Path:  # the benchmark curves' task files (lec/evaluate/bench.py)
+        return self.run_dir / "bench"
+
+    @property
     def train_log(self) -> Path:
         return self.run_dir / "train_log.jsonl"
 
@@ -76,6 +80,23 @@ class LoraPlan:
     dropout: float
     bias: str
     targets: Tuple[str, ...]  # module-name suffixes peft matches; ("all-linear",) only when the shape is unknown
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """Benchmark curves during training: which lm-eval tasks of the suite score the live model, how often, on how many
+    docs, and what backs the lec_* ones."""
+
+    every_steps: int  # and at step 0 and the last step
+    open: Tuple[str, ...]  # open-stage tasks: bench/open/<metric> is their mean
+    closed: Tuple[str, ...]  # closed-stage tasks: bench/closed/<metric>; the gap is open minus closed
+    limit: int  # docs per task per check
+    synthetic: Optional[SyntheticEvalConfig]  # the smoke suite's generator: writes the files lec_* tasks read
+    shots: Tuple[Tuple[str, int], ...] = ()  # in-context examples per closed-stage kind its HELM entry asks for
+
+    @property
+    def tasks(self) -> Tuple[str, ...]:
+        return self.open + self.closed
 
 
 @dataclass(frozen=True)
@@ -121,6 +142,7 @@ class TrainPlan:
     keep_best: bool  # the adapter is the lowest-val/loss weights
     preflight: bool
     seed: int
+    bench: Optional[BenchPlan] = None  # benchmark curves during training; None = off (train.bench_every_steps=null)
 
     @property
     def rows_per_step(self) -> int:
@@ -219,6 +241,7 @@ def build(cfg: LecConfig) -> Plan:
     for key, n in (("hardware.max_seq_len", hw.max_seq_len), ("serve.max_seq_len", cfg.serve.max_seq_len)):
         if context is not None and n > context:
             raise ConfigError(f"{key}={n} exceeds model={cfg.model.name}'s context {context}")  # tested: local model
+    bench = bench_plan(cfg, entries)
     lora = None
     if ad.kind is not AdapterKind.full:
         lora = LoraPlan(ad.r, ad.alpha, ad.dropout, ad.bias.value, lora_targets(list(ad.target_modules), cfg.model, facts))
@@ -236,7 +259,7 @@ def build(cfg: LecConfig) -> Plan:
         time_budget_s=hw.time_budget_h * 3600, save_every_steps=tr.save_every_steps,
         save_total_limit=tr.save_total_limit, resume_from=tr.resume_from, logging_steps=tr.logging_steps,
         eval_every_steps=tr.eval_every_steps, early_stopping_patience=tr.early_stopping_patience,
-        keep_best=tr.keep_best, preflight=tr.preflight, seed=cfg.seed,
+        keep_best=tr.keep_best, preflight=tr.preflight, seed=cfg.seed, bench=bench,
     )  # fmt: skip
     sv = cfg.serve
     serve = ServePlan(
@@ -259,6 +282,34 @@ def build(cfg: LecConfig) -> Plan:
         model=cfg.model, data=cfg.data, train=train, serve=serve, eval=evaluation, score=cfg.score, sweep=cfg.sweep,
         tracking_uri=tracking_uri(cfg), experiment=cfg.mlflow.experiment, rules=cfg.rules, outputs_dir=str(Path(cfg.outputs_dir).resolve()), seed=cfg.seed, run_name=cfg.run_name,
     )  # fmt: skip
+
+
+def bench_plan(cfg: LecConfig, entries: Tuple[str, ...]) -> Optional[BenchPlan]:
+    """train.bench_every_steps + eval.bench → the curves' plan; a lec_* task must be one the suite's generated files
+    back as multiple choice (lec.config checked that the suite names tasks at all)."""
+    if cfg.train.bench_every_steps is None or not cfg.train.enabled:
+        return None
+    from lec.evaluate.bench import helm_shots, offline_tasks
+
+    ev, b = cfg.eval, cfg.eval.bench
+    backed = offline_tasks(ev.synthetic)
+    for task in (*b.open, *b.closed):
+        if not task.startswith("lec_") or task in backed:
+            continue
+        kind = task.removeprefix("lec_")
+        if kind in ("gsm", "sam_sum"):
+            raise ConfigError(  # tested: tests/test_train_bench.py
+                f"eval.bench: {task} is a generation task; benchmark curves score multiple-choice tasks by "
+                f"loglikelihood ({', '.join(backed) or 'none'} in eval={ev.name})")
+        where = ("eval.synthetic.mmlu_subjects", kind.removeprefix("mmlu_")) if kind.startswith("mmlu_") else \
+            ("eval.synthetic.closed", kind)  # fmt: skip
+        raise ConfigError(  # tested: tests/test_train_bench.py
+            f"eval.bench: {task} reads files eval={ev.name} does not generate: add {where[1]} to {where[0]}, drop "
+            "it from eval.bench, or set train.bench_every_steps=null")
+    shots = helm_shots(entries)
+    kinds = [t.removeprefix("lec_") for t in b.closed if t.startswith("lec_")]
+    return BenchPlan(cfg.train.bench_every_steps, tuple(b.open), tuple(b.closed), b.limit, ev.synthetic,
+                     tuple((k, n) for k, n in shots.items() if k in kinds))  # fmt: skip
 
 
 def local_facts(model: ModelConfig):

@@ -312,7 +312,8 @@ def train_summary(result) -> Dict[str, Any]:
             "tokens_per_s": result.tokens / max(result.seconds, 1e-9), "trainable_params": result.trainable_params,
             "resumed_from": str(result.resumed_from) if result.resumed_from else None,
             "resumed_from_run": result.resumed_from_run, "stop_reason": result.stop_reason,
-            "adapter_step": result.adapter_step, "best_val_loss": result.best_val_loss}  # fmt: skip
+            "adapter_step": result.adapter_step, "best_val_loss": result.best_val_loss,
+            "bench_seconds": result.bench_seconds}  # fmt: skip
 
 
 def record_finetune(result, plan: Plan, layout: RunLayout) -> None:

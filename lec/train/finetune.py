@@ -47,6 +47,7 @@ class TrainResult:
     lora_targets: List[str] = field(default_factory=list)  # the module names peft adapted
     adapter_step: int = 0  # the step whose weights are the run's adapter (the best by val/loss with train.keep_best)
     best_val_loss: Optional[float] = None
+    bench_seconds: float = 0.0  # the benchmark curves' cost: task setup + every check (train.bench_every_steps)
 
 
 class LossLog(TrainerCallback):
@@ -287,6 +288,7 @@ def finetune(
         log_path.unlink(missing_ok=True)
     losses = LossLog(log_path, on_metrics)
     validation = _validation(train, layout, tokenizer, losses, before)
+    bench = _bench(train, layout, model, tokenizer, losses)
     flatten = train.attn_implementation.value.startswith("flash")  # varlen kernel: one row per micro-batch
     checkpoints = AtomicCheckpoints(ckpt_root, budget, train.save_total_limit, run_id,
                                     extra=validation.state if validation else dict)  # fmt: skip
@@ -296,7 +298,7 @@ def finetune(
         train_dataset=rows,
         data_collator=collate(tokenizer.pad_token_id, flatten=flatten),
         # validation before the budget: the budget's step times include the checks
-        callbacks=[losses, *([validation] if validation else []), budget, checkpoints,
+        callbacks=[losses, *([validation] if validation else []), *([bench] if bench else []), budget, checkpoints,
                    progress.trainer_callback("finetune")],  # a bar in a terminal, periodic log lines in sweeps/logs
     )
     trainer.remove_callback(PrinterCallback)  # LossLog reports progress; no dict printed per step
@@ -305,6 +307,9 @@ def finetune(
         log.info("resuming from %s (%.0f s of training already spent)", resume, budget.elapsed_before)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - start
+    if bench is not None:
+        log.info("benchmark curves: %d checks, %.1f s with their setup (train.bench_every_steps=%d)", bench.checks,
+                 bench.seconds, train.bench.every_steps)  # fmt: skip
 
     last = trainer.state.global_step
     best = validation.best_path if validation and train.keep_best and validation.best_step != last else None
@@ -321,7 +326,8 @@ def finetune(
     return TrainResult(out_dir, last, float(result.training_loss), seconds, tokens, trainable, log_path,
                        budget.elapsed(), budget.stopped, resume, before.get("run_id"), reason, steps, targets,
                        adapter_step=validation.best_step if best is not None else last,
-                       best_val_loss=validation.best_loss if validation else None)  # fmt: skip
+                       best_val_loss=validation.best_loss if validation else None,
+                       bench_seconds=bench.seconds if bench else 0.0)  # fmt: skip
 
 
 def _validation(train: TrainPlan, layout: RunLayout, tokenizer, losses: LossLog, before: dict) -> Optional[Validation]:
@@ -338,6 +344,25 @@ def _validation(train: TrainPlan, layout: RunLayout, tokenizer, losses: LossLog,
         return None
     return Validation(val_rows, collate(tokenizer.pad_token_id), train.micro_batch_size, train.eval_every_steps,
                       train.early_stopping_patience, layout.checkpoints / "best", losses, tokenizer, before)  # fmt: skip
+
+
+def _bench(train: TrainPlan, layout: RunLayout, model, tokenizer, losses: LossLog):
+    """The benchmark-curves callback (train.bench_every_steps), its lm-eval tasks and model wrapper built now, before
+    the first step; None when off. A task lm-eval cannot load or score fails here, before any training."""
+    if train.bench is None:
+        return None
+    from lec.evaluate import bench as scoring
+    from lec.train.bench import Bench
+
+    b, start = train.bench, time.perf_counter()
+    tasks_dir = scoring.write_tasks(layout.bench, b.synthetic, b.tasks, dict(b.shots)) if b.synthetic else None
+    try:
+        score = scoring.scorer(model, tokenizer, b.tasks, b.limit, tasks_dir)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    callback = Bench(score, {"open": b.open, "closed": b.closed}, b.every_steps, losses.write)
+    callback.seconds = time.perf_counter() - start  # the setup counts toward the curves' cost
+    return callback
 
 
 def _peft_targets(model) -> List[str]:
