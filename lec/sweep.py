@@ -33,7 +33,7 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -43,9 +43,28 @@ from omegaconf import DictConfig, OmegaConf
 from lec import config as lec_config
 from lec import files, procs
 from lec.config import LecConfig, ScoreConfig, SweepConfig
-from lec.track import (PARENT_FILE, Parent, latest_per_overrides, objective_of, process_tags, read_parent,
-                       write_parent)
-from lec.track import client as mlflow_client
+
+if TYPE_CHECKING:
+    from lec.track import Parent
+
+# lec.track imports mlflow (4 s): `python -m lec --cfg job / --plan` and a bad value's one line import this module
+# but never touch MLflow, so lec.track is imported where it is used. Its names stay readable here (sweep.objective_of).
+_FROM_TRACK = ("PARENT_FILE", "Parent", "latest_per_overrides", "objective_of", "process_tags", "read_parent",
+               "write_parent")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_TRACK:
+        from lec import track
+
+        return getattr(track, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def mlflow_client(uri: str):
+    from lec.track import client
+
+    return client(uri)
 
 log = logging.getLogger(__name__)
 JOBS_FILE = "jobs.jsonl"
@@ -97,6 +116,8 @@ def current_job() -> Optional[Job]:
     hc = HydraConfig.get()
     if hc.mode is not RunMode.MULTIRUN:
         return None
+    from lec.track import read_parent
+
     sweep_dir = Path(hc.runtime.cwd) / hc.sweep.dir  # an absolute sweep dir stays as it is
     return Job(int(hc.job.num), hc.job.override_dirname or "default", sweep_dir, read_parent(sweep_dir))
 
@@ -108,6 +129,8 @@ def child_tags() -> Dict[str, str]:
 
 
 def _job_tags(job: Job) -> Dict[str, str]:
+    from lec.track import process_tags
+
     return {"mlflow.parentRunId": job.parent.run_id, "lec.sweep.id": job.parent.sweep_id,
             "lec.sweep.job": str(job.num), "lec.sweep.overrides": job.overrides, **process_tags()}  # fmt: skip
 
@@ -133,6 +156,8 @@ def finished_child(job: Job) -> Optional[Any]:
 
 def job(dcfg: DictConfig, run: Callable[[LecConfig], Any]) -> Optional[float]:
     """Run one multirun job; never raises an Exception: a failure is recorded in MLflow and returns None."""
+    from lec.track import objective_of
+
     info = current_job()
     start_ms = int(time.time() * 1000)
     try:
@@ -189,6 +214,8 @@ def _master_cfg(config: DictConfig) -> LecConfig:
 
 def _resume_target(resume: str, outputs_dir: str) -> Optional[Parent]:
     """`sweep.resume`: a sweep dir (absolute, relative to the cwd, or a name under <outputs>/sweeps) or a run id."""
+    from lec.track import PARENT_FILE, read_parent
+
     for d in (Path(resume), Path(outputs_dir) / "sweeps" / resume):
         if (d / PARENT_FILE).exists():
             return read_parent(d)
@@ -198,6 +225,7 @@ def _resume_target(resume: str, outputs_dir: str) -> Optional[Parent]:
 def open_parent(config: DictConfig) -> Parent:
     """Create the sweep's parent run, or reopen the one being resumed; write <sweep dir>/mlflow_parent.json."""
     from lec import track
+    from lec.track import PARENT_FILE, Parent, process_tags, read_parent, write_parent
 
     cfg = _master_cfg(config)
     hc = config.hydra
@@ -249,6 +277,8 @@ def open_parent(config: DictConfig) -> Parent:
 def close_parent(parent: Parent, sweep: SweepConfig, interrupted: bool = False) -> Dict[str, Any]:
     """Summarise the children onto the parent (counts, best job, a table) and end it with a status that says how
     many failed. A child still RUNNING at this point lost its process (killed, OOM-killed): it is marked FAILED."""
+    from lec.track import latest_per_overrides, objective_of
+
     client = mlflow_client(parent.tracking_uri)
     runs = children(parent)
     for i, r in enumerate(runs):
@@ -350,6 +380,8 @@ class SweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent is None:
             return
+        from lec.track import latest_per_overrides
+
         parent, self.parent = self.parent, None
         close_parent(parent, self.sweep)
         _HELD.close()

@@ -42,6 +42,43 @@ def engine(default_plan, tiny_dir):
     return load_engine(default_plan.serve, default_plan.model, base=str(tiny_dir))
 
 
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory) -> Path:
+    """An MLflow SQLite store with its schema migrated and nothing else in it (MLflow's Default experiment): what the
+    first client call on a new mlflow.db makes by running its 50+ alembic migrations (3 s of CPU, more on a busy
+    machine). Made once per test process."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def mlflow_db(tmp_path, _mlflow_template) -> Path:
+    """tmp_path holding a migrated, empty mlflow.db: a test whose store is `outputs_dir={tmp_path}` (or
+    `sqlite:///{tmp_path}/mlflow.db`) starts on it as on a new store, without the migration. Tests of how a new
+    store is created (tests/test_track.py concurrent first starts, the e2e runs) start on no file at all."""
+    import shutil
+
+    shutil.copyfile(_mlflow_template, tmp_path / "mlflow.db")
+    return tmp_path
+
+
+@pytest.fixture
+def keep_signal_handlers():
+    """For a CLI's main() called in this process: its procs.entry_point() takes SIGTERM and SIGHUP for the
+    process's lifetime; pytest's (and xdist's) handlers come back afterwards."""
+    import signal
+
+    from lec import procs
+
+    saved = {sig: signal.getsignal(sig) for sig in procs.STOP_SIGNALS}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 @pytest.fixture
 def tmpfs(tmp_path):
     """`tmpfs("3m")` → a fresh directory on a tmpfs of that size (writes past it fail with ENOSPC, like a full

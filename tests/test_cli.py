@@ -48,39 +48,74 @@ BAD_VALUES = [  # (override, what the one line must name: the key, the value and
 MODES = {"run": [], "cfg": ["--cfg", "job"], "sweep": ["-m", "seed=0,1"]}
 
 
+def check(*args: str, tmp_path: Path, capsys) -> tuple:
+    """What `python -m lec <args>` does before Hydra starts (lec.__main__.check_command_line: every one-line config
+    error comes from there, in a run, under --cfg and before a sweep), in this process: (exit code, stderr).
+    0 = the command line passed and Hydra would run it. tests/test_readme.py and the real-process tests below run
+    the same check in a `python -m lec` process."""
+    from lec import __main__ as cli
+
+    try:
+        cli.check_command_line([*args, f"outputs_dir={tmp_path}"])
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("override,named", BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
-def test_bad_value_fails_with_one_line(override, named, mode, tmp_path):
-    out = lec(override, *MODES[mode], tmp_path=tmp_path)
-    lines = out.stderr.strip().splitlines()
-    assert out.returncode == 2, out.stderr
-    assert len(lines) == 1 and lines[0].startswith("lec: invalid config: "), out.stderr
+def test_bad_value_fails_with_one_line(override, named, mode, tmp_path, capsys):
+    code, err = check(override, *MODES[mode], tmp_path=tmp_path, capsys=capsys)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("lec: invalid config: "), err
     for part in named:
         assert part in lines[0], (part, lines[0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_lec_process_exits_2_with_the_line_before_anything_starts(mode, tmp_path):
+    """The real process, once per mode: exit code 2, the one line on stderr and no traceback, no run or sweep dir
+    (what runs after the check is Hydra's; the in-process test above covers every bad value)."""
+    out = lec("adapter.r=abc", *MODES[mode], tmp_path=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip() == (
+        "lec: invalid config: adapter.r=abc: Value 'abc' of type 'str' could not be converted to Integer")
     assert not (tmp_path / "sweeps").exists() and not (tmp_path / "runs").exists()  # nothing started
 
 
-def test_each_swept_value_is_checked_before_the_first_job(tmp_path):
-    out = lec("-m", "adapter.r=4,8,abc", tmp_path=tmp_path)
-    assert out.returncode == 2 and out.stderr.strip() == (
+def test_each_swept_value_is_checked_before_the_first_job(tmp_path, capsys):
+    code, err = check("-m", "adapter.r=4,8,abc", tmp_path=tmp_path, capsys=capsys)
+    assert code == 2 and err.strip() == (
         "lec: invalid config: adapter.r=abc: Value 'abc' of type 'str' could not be converted to Integer"
     )
-    assert not (tmp_path / "sweeps").exists()
 
 
-def test_a_sweep_without_multirun_says_to_add_it(tmp_path):
-    out = lec("adapter.r=4,8", tmp_path=tmp_path)
-    assert out.returncode == 2 and out.stderr.strip() == (
+def test_a_sweep_without_multirun_says_to_add_it(tmp_path, capsys):
+    code, err = check("adapter.r=4,8", tmp_path=tmp_path, capsys=capsys)
+    assert code == 2 and err.strip() == (
         "lec: invalid config: adapter.r=4,8: a sweep; add -m (--multirun) to run one job per value"
     )
 
 
-def test_a_config_no_job_can_run_fails_before_the_sweep_starts(tmp_path):
-    out = lec("-m", "adapter=qlora", "adapter.r=4,8", tmp_path=tmp_path)  # qlora on the cpu preset, every job
-    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
-    assert "adapter=qlora needs a CUDA GPU" in out.stderr and not (tmp_path / "sweeps").exists()
+def test_a_config_no_job_can_run_fails_before_the_sweep_starts(tmp_path, capsys):
+    code, err = check("-m", "adapter=qlora", "adapter.r=4,8", tmp_path=tmp_path, capsys=capsys)  # qlora, cpu preset
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "adapter=qlora needs a CUDA GPU" in err
 
 
-def test_hydra_full_error_still_gives_the_traceback(tmp_path):
-    out = lec("model=mistral8b", tmp_path=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
-    assert out.returncode != 0 and "Traceback" in out.stderr and "mistral7b" in out.stderr
+def test_a_good_command_line_passes_the_check(tmp_path, capsys):
+    assert check("adapter.r=8", "--cfg", "job", tmp_path=tmp_path, capsys=capsys) == (0, "")
+    assert check("-m", "adapter.r=4,8", tmp_path=tmp_path, capsys=capsys) == (0, "")
+
+
+def test_hydra_full_error_still_gives_the_traceback(tmp_path, monkeypatch):
+    """HYDRA_FULL_ERROR=1: the check raises Hydra's own error (Python prints its traceback) instead of one line."""
+    from hydra.errors import HydraException
+
+    from lec import __main__ as cli
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    with pytest.raises((config.ConfigError, HydraException), match="mistral7b"):
+        cli.check_command_line(["model=mistral8b", f"outputs_dir={tmp_path}"])

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from lec import compare, track
@@ -17,7 +19,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture()
-def store(tmp_path):
+def store(tmp_path, mlflow_db):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     exp = client.create_experiment("lec", artifact_location=(tmp_path / "mlartifacts").as_uri())
@@ -31,19 +33,18 @@ def store(tmp_path):
                                                          "lec.sweep.overrides": ovr}).info.run_id  # fmt: skip
         # a job's params are its plan (track.log_plan): adapter.r=… is logged as train.lora.r, data=… as choice.data
         # (and the mixture's own data.* fields)
-        for k, v in {"train.lora.r": r, "choice.data": data, "data.name": data, "train.max_steps": "20",
-                     "outputs_dir": "/tmp/x"}.items():  # fmt: skip
-            client.log_param(run, k, v)
+        params = {"train.lora.r": r, "choice.data": data, "data.name": data, "train.max_steps": "20",
+                  "outputs_dir": "/tmp/x"}  # fmt: skip
+        client.log_batch(run, params=[Param(k, v) for k, v in params.items()])  # one write, not one per value
         if score is None:
             client.set_tag(run, "lec.error", "DataError: could not load 'GAIR/lima'")
             client.set_terminated(run, "FAILED")
             continue
-        client.log_metric(run, "challenge/score_open", score)
-        client.log_metric(run, "challenge/mean/mmlu", score + 0.1)
-        client.log_metric(run, "challenge/mean/gsm8k", score / 2)
-        client.log_metric(run, "challenge/mean/raw_score", score)
-        for step in range(1, 21):
-            client.log_metric(run, "train/loss", 3.0 / (step * float(r) ** 0.1), step=step)
+        now = int(time.time() * 1000)
+        metrics = [("challenge/score_open", score, 0), ("challenge/mean/mmlu", score + 0.1, 0),
+                   ("challenge/mean/gsm8k", score / 2, 0), ("challenge/mean/raw_score", score, 0)]
+        metrics += [("train/loss", 3.0 / (step * float(r) ** 0.1), step) for step in range(1, 21)]
+        client.log_batch(run, metrics=[Metric(k, v, now, step) for k, v, step in metrics])
         client.set_terminated(run, "FINISHED")
     return tmp_path, uri, client, parent
 
@@ -87,17 +88,33 @@ def test_latest_attempt_per_job_wins(store):
     assert max(track.objective_of(r.data.metrics, SweepConfig()) for r in runs) == 0.7
 
 
-def test_cli_on_a_list_of_runs_and_its_errors(store, tmp_path):
+def _main(*argv: str, capsys) -> tuple:
+    """`python -m lec.compare …` in this process: (exit code, stderr)."""
+    try:
+        code = compare.main(list(argv))
+    except SystemExit as exit:  # argparse's error(): usage + one line, exit 2
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
+def test_cli_on_a_list_of_runs_and_its_errors(store, capsys):
     tmp, uri, client, parent = store
     ids = [r.info.run_id for r in compare.latest_children(client, client.get_run(parent).info.experiment_id, parent)]
-    cmd = [sys.executable, "-m", "lec.compare", "--tracking-uri", uri, "--out", str(tmp / "cli"), "--runs", *ids[:3]]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    args = ["--tracking-uri", uri, "--out", str(tmp / "cli")]
+    code, err = _main(*args, "--runs", *ids[:3], capsys=capsys)
+    assert code == 0, err
     assert (tmp / "cli" / "index.html").exists() and (tmp / "cli" / "loss.png").read_bytes()[:8] == PNG
-    bad = subprocess.run([*cmd[:-4], "--runs", "0123456789abcdef"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "0123456789abcdef" in bad.stderr
+    code, err = _main(*args, "--runs", "0123456789abcdef", capsys=capsys)
+    assert code == 2 and "0123456789abcdef" in err
+    code, err = _main(capsys=capsys)
+    assert code == 2 and "give a sweep dir" in err
+
+
+@pytest.mark.e2e
+def test_cli_process_exits_2_with_the_usage_error():
+    """The real `python -m lec.compare` process (the tests above call its main() in-process)."""
     none = subprocess.run([sys.executable, "-m", "lec.compare"], capture_output=True, text=True, timeout=120)
-    assert none.returncode == 2 and "give a sweep dir" in none.stderr
+    assert none.returncode == 2 and "give a sweep dir" in none.stderr and "Traceback" not in none.stderr
 
 
 def _axes(png):
@@ -106,7 +123,7 @@ def _axes(png):
     return json.loads(Image.open(png).text["Description"])["lec.axes"]
 
 
-def test_plots_people_read_log_lr_ticks_short_legends_base_bars_and_val_loss(tmp_path):
+def test_plots_people_read_log_lr_ticks_short_legends_base_bars_and_val_loss(tmp_path, mlflow_db):
     """An lr sweep logged as floats carry them (3e-4 → 0.00030000000000000003), two runs with no overrides, a base
     model and validation loss: each picture says what it shows in readable words (read from its own metadata)."""
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from lec import config, plan, track
 
 
-def test_failed_run_records_its_error_and_has_no_parent_outside_a_sweep(tmp_path):
+def test_failed_run_records_its_error_and_has_no_parent_outside_a_sweep(tmp_path, mlflow_db):
     p = plan.build(config.compose([f"outputs_dir={tmp_path}"]))
     assert p.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"  # the store under outputs_dir
     with pytest.raises(MemoryError):
@@ -26,7 +26,7 @@ def test_metric_names_are_valid_mlflow_keys():
 
 
 @pytest.mark.parametrize("adapter, logged", [("lora", {"config.json", "model.safetensors"}), ("full", {"config.json"})])
-def test_full_fine_tune_weights_stay_on_disk_not_in_mlflow(tmp_path, adapter, logged):
+def test_full_fine_tune_weights_stay_on_disk_not_in_mlflow(tmp_path, adapter, logged, mlflow_db):
     import mlflow
 
     weights = tmp_path / "adapter"
@@ -42,7 +42,7 @@ def test_full_fine_tune_weights_stay_on_disk_not_in_mlflow(tmp_path, adapter, lo
     assert client.get_run(run.info.run_id).data.tags["lec.weights_dir"] == str(weights.resolve())
 
 
-def test_a_run_whose_process_died_is_marked_killed_when_the_store_is_next_opened(tmp_path):
+def test_a_run_whose_process_died_is_marked_killed_when_the_store_is_next_opened(tmp_path, mlflow_db):
     """kill -9 (no finally runs): the run stays RUNNING until lec next opens the store, which finds its pid gone."""
     import signal
     import subprocess
@@ -80,7 +80,7 @@ def test_a_reused_pid_is_not_taken_for_the_run_s_process():
     assert tags["lec.pid"] == str(os.getpid())
 
 
-def test_runs_on_other_hosts_are_reaped_only_by_a_stale_heartbeat(tmp_path):
+def test_runs_on_other_hosts_are_reaped_only_by_a_stale_heartbeat(tmp_path, mlflow_db):
     import time
 
     p = plan.build(config.compose([f"outputs_dir={tmp_path}"]))
@@ -94,7 +94,7 @@ def test_runs_on_other_hosts_are_reaped_only_by_a_stale_heartbeat(tmp_path):
     assert c.get_run(old).info.status == "KILLED" and c.get_run(fresh).info.status == "RUNNING"
 
 
-def test_a_signal_marks_the_run_killed_and_an_error_failed_with_its_line(tmp_path):
+def test_a_signal_marks_the_run_killed_and_an_error_failed_with_its_line(tmp_path, mlflow_db):
     from lec import procs
 
     p = plan.build(config.compose([f"outputs_dir={tmp_path}"]))
@@ -110,6 +110,7 @@ def test_a_signal_marks_the_run_killed_and_an_error_failed_with_its_line(tmp_pat
         assert ("lec.error" in run.data.tags) == (status == "FAILED")
 
 
+@pytest.mark.e2e  # four fresh interpreters importing MLflow at once: 35 s on 2 cores
 def test_concurrent_first_starts_on_a_fresh_store_all_succeed(tmp_path):
     """Several processes open a store that does not exist yet: the schema is created once, every one gets the
     same experiment (MLflow's SQLite migration is not safe to run concurrently; lec serialises it)."""
