@@ -4,7 +4,8 @@ Writes into `--out` (default `<sweep dir>/compare`, or `outputs/compare/<first r
 - `objective.png`: the objective against each swept hyperparameter (one panel each; the best job starred),
 - `scenarios.png`: per-scenario scores (the challenge's per-scenario means) of each run side by side, and the
   untuned base model's,
-- `loss.png`: the training-loss curves overlaid, and the validation-loss curves beside them,
+- `loss.png`: the training-loss curves overlaid, and the validation-loss curves beside them; below them the benchmark
+  curves (train.bench_every_steps): open- and closed-stage means and their gap, against the same steps,
 - `index.html`: a table of the runs (status, objective, swept values, errors) with the three plots,
 and logs them to the sweep's parent run under `compare/` (or to `--log-to RUN_ID`). A sweep calls this by itself at
 its end (`sweep.compare=true`).
@@ -226,40 +227,85 @@ def plot_scenarios(runs: Sequence[Any], keys: List[str], objective: SweepConfig,
     return path
 
 
+BENCH_GROUPS = (("open", "-", "o"), ("closed", "--", "s"))  # (group, line style, marker) in the benchmark panel
+
+
+def _bench_metric(run) -> Optional[str]:
+    """The metric a run's benchmark curves are drawn on: acc when logged (lm-eval's multiple-choice accuracy)."""
+    found = sorted(k.split("/", 2)[2] for k in run.data.metrics if k.startswith("bench/open_minus_closed/")
+                   or k.startswith(("bench/open/", "bench/closed/")))  # fmt: skip
+    return "acc" if "acc" in found else (found[0] if found else None)
+
+
 def plot_loss(client, runs: Sequence[Any], keys: List[str], path: Path) -> Optional[Path]:
-    """Training loss (left) and validation loss on the held-out rows (right) of each run, one colour per run."""
+    """Training loss (left) and validation loss on the held-out rows (right) of each run, one colour per run; below
+    them, when runs logged benchmark curves (train.bench_every_steps), each stage group's score (open solid, closed
+    dashed) and the open-minus-closed gap, against the same optimizer steps."""
     plt = _pyplot()
 
     curves = []
     for name, r in zip(labels(runs, keys), runs):
+        metric = _bench_metric(r)
+        names = [f"bench/{g}/{metric}" for g in ("open", "closed", "open_minus_closed")] if metric else []
         hist = {key: sorted(client.get_metric_history(r.info.run_id, key), key=lambda h: h.step)
-                for key in ("train/loss", "val/loss")}  # fmt: skip
+                for key in ("train/loss", "val/loss", *names)}  # fmt: skip
         if hist["train/loss"]:
-            curves.append((name, hist))
+            curves.append((name, metric, hist))
     if not curves:
         return None
-    with_val = any(h["val/loss"] for _, h in curves)
-    fig, axes = plt.subplots(1, 2 if with_val else 1, figsize=(12.0 if with_val else 7.5, 4.2), squeeze=False)
+    with_val = any(h["val/loss"] for _, _, h in curves)
+    with_bench = any(m for _, m, _ in curves)
+    cols, rows = 2 if with_val or with_bench else 1, 2 if with_bench else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(12.0 if cols == 2 else 7.5, 4.2 * rows), squeeze=False)
     cmap = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20")
-    for j, (name, hist) in enumerate(curves):
+    for j, (name, metric, hist) in enumerate(curves):
+        color = cmap(j % cmap.N)
         values = [h.value for h in hist["train/loss"]]
         k = max(1, len(values) // 50)  # a moving average over ~2% of the run keeps the curves readable
         smooth = [sum(values[max(0, i - k + 1): i + 1]) / len(values[max(0, i - k + 1): i + 1]) for i in range(len(values))]
-        axes[0][0].plot([h.step for h in hist["train/loss"]], smooth, label=name, linewidth=1.4, color=cmap(j % cmap.N))
+        axes[0][0].plot([h.step for h in hist["train/loss"]], smooth, label=name, linewidth=1.4, color=color)
         if with_val and hist["val/loss"]:
             axes[0][1].plot([h.step for h in hist["val/loss"]], [h.value for h in hist["val/loss"]], marker="o",
-                            markersize=3, label=name, linewidth=1.4, color=cmap(j % cmap.N))  # fmt: skip
-    axes[0][0].set_ylabel("train/loss" + (" (moving average)" if any(len(h["train/loss"]) >= 100 for _, h in curves)
+                            markersize=3, label=name, linewidth=1.4, color=color)  # fmt: skip
+        if metric is None:
+            continue
+        for group, style, marker in BENCH_GROUPS:
+            points = hist[f"bench/{group}/{metric}"]
+            axes[1][0].plot([h.step for h in points], [h.value for h in points], linestyle=style, marker=marker,
+                            markersize=3, linewidth=1.4, color=color,
+                            label=group if len(curves) == 1 else f"{name} {group}")  # fmt: skip
+        gap = hist[f"bench/open_minus_closed/{metric}"]
+        axes[1][1].plot([h.step for h in gap], [h.value for h in gap], marker="o", markersize=3, linewidth=1.4,
+                        color=color, label=name)  # fmt: skip
+    axes[0][0].set_ylabel("train/loss" + (" (moving average)" if any(len(h["train/loss"]) >= 100 for _, _, h in curves)
                                            else ""))  # fmt: skip
     axes[0][0].set_title(f"training loss, {len(curves)} runs", fontsize=10)
     if with_val:
         axes[0][1].set_ylabel("val/loss")
         axes[0][1].set_title("validation loss (held-out rows)", fontsize=10)
+    elif cols == 2:
+        axes[0][1].set_visible(False)
     for ax in axes[0]:
         ax.set_xlabel("optimizer step")
         _log_y(ax)
         ax.grid(alpha=0.3, which="both")
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if with_bench:
+        metric = next(m for _, m, _ in curves if m)
+        axes[1][0].set_ylabel(f"bench/<group>/{metric}")
+        if metric.startswith("acc"):  # an accuracy: the whole 0–1 scale, so chance and the ceiling show
+            axes[1][0].set_ylim(-0.02, 1.02)
+        axes[1][0].set_title("benchmark curves: open-stage (solid) and closed-stage (dashed) task means", fontsize=10)
+        axes[1][1].set_ylabel(f"bench/open_minus_closed/{metric}")
+        axes[1][1].set_title("open minus closed (the stage gap)", fontsize=10)
+        axes[1][1].axhline(0.0, color="grey", linewidth=0.8)
+        for ax in axes[1]:
+            ax.set_xlabel("optimizer step")
+            ax.grid(alpha=0.3)
+        axes[1][0].legend(fontsize=7, loc="best")
+        steps = [ax.get_xlim() for row in axes for ax in row if ax.get_visible()]
+        for ax in (a for row in axes for a in row):  # the same steps on every panel: checks line up with the loss
+            ax.set_xlim(min(lo for lo, _ in steps), max(hi for _, hi in steps))
+    axes[0][-1 if with_val else 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
     plt.close(fig)
     return path

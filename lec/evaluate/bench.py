@@ -25,7 +25,8 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -122,17 +123,44 @@ def write_tasks(root: Path, synthetic: SyntheticEvalConfig, tasks: Sequence[str]
     return out
 
 
+@dataclass
+class InProcess:
+    """`score(model) → {task: {metric: value}}`: lm-eval's model wrapper around the live model and the tasks with
+    their requests, built once by `scorer`; a call only runs the model (the one object being trained)."""
+
+    lm: Any  # the HFLM subclass of _bench_lm, wrapping the model
+    tasks: Dict[str, Any]  # lm-eval task objects, their requests built
+    limit: int
+
+    def __call__(self, model) -> Metrics:
+        import torch
+
+        from lec.evaluate.lm_eval_backend import metrics_of
+
+        if model is not self.lm.model:
+            raise ValueError("the bench scorer wraps one model object: build another for this one")
+        was, threads = model.training, torch.get_num_threads()
+        model.eval()  # no adapter dropout while scoring
+        if self.lm.device.type == "cpu":
+            # A check's batches are small (~12 rows × ~50 tokens past the shared head): one thread does them in 0.12 s
+            # of CPU; two threads on 2 busy cores took 30× the wall time (0.23 s vs 8.7 s measured at load 6).
+            torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                return metrics_of({name: _run(self.lm, task, self.limit) for name, task in self.tasks.items()})
+        finally:
+            model.train(was)
+            torch.set_num_threads(threads)
+
+
 def scorer(model, tokenizer, tasks: Sequence[str], limit: int, tasks_dir: Optional[Path],
-           batch_size: int = 16) -> Callable[[object], Metrics]:  # fmt: skip
-    """`score(model) → {task: {metric: value}}` on the live `model`. lm-eval's model wrapper, the task objects and
-    their requests (the first `limit` docs of each, rendered by the task's own templates) are built here, once; a
-    check only runs the model. Raises ValueError naming a task that is not multiple choice (generation would stall
-    training)."""
+           batch_size: int = 16) -> InProcess:  # fmt: skip
+    """The in-process scorer of `model` on lm-eval `tasks`: the task objects and their requests (the first `limit` docs
+    of each, rendered by the task's own templates) and lm-eval's model wrapper are built here, once. Raises ValueError
+    naming a task that is not multiple choice (generation would stall training)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # the packaged json/csv builders need no network
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager, get_task_dict
-
-    from lec.evaluate.lm_eval_backend import _leaves
+    from lm_eval.tasks import TaskManager
 
     start = time.perf_counter()
     was_training = model.training
@@ -140,7 +168,7 @@ def scorer(model, tokenizer, tasks: Sequence[str], limit: int, tasks_dir: Option
         # lm-eval's own ~10k task files are indexed only when a task of theirs is asked for
         own = any(not t.startswith("lec_") for t in tasks)
         manager = TaskManager(include_path=str(tasks_dir) if tasks_dir else None, include_defaults=own)
-        found = dict(_leaves(get_task_dict(list(tasks), manager)))
+        found = manager.load(list(tasks))["tasks"]  # leaf tasks by name (a group's members too)
         for name, task in found.items():
             if task.OUTPUT_TYPE != "multiple_choice":
                 raise ValueError(f"eval.bench: {name} is a {task.OUTPUT_TYPE} task; benchmark curves score "
@@ -151,21 +179,7 @@ def scorer(model, tokenizer, tasks: Sequence[str], limit: int, tasks_dir: Option
     model.train(was_training)  # HFLM put the model in eval mode; a check does that itself, each time
     log.info("benchmark curves: %s (%d docs each), ready in %.1f s", ", ".join(found), limit,
              time.perf_counter() - start)  # fmt: skip
-
-    def score(live) -> Metrics:
-        import torch
-
-        from lec.evaluate.lm_eval_backend import metrics_of
-
-        was = live.training
-        live.eval()  # no adapter dropout while scoring
-        try:
-            with torch.no_grad():
-                return metrics_of({name: _run(lm, task, limit) for name, task in found.items()})
-        finally:
-            live.train(was)
-
-    return score
+    return InProcess(lm, found, limit)
 
 
 @contextlib.contextmanager
