@@ -19,7 +19,8 @@ from lec.train.budget import PARTIAL, STATE, TimeBudget, complete_checkpoints, f
 
 ROWS = [{"instruction": f"Add {a} and {b}.", "input": "", "output": f"{a + b}"} for a in range(20) for b in range(5)]
 VAL = [{"instruction": f"Add {a} and 7.", "input": "", "output": f"{a + 7}"} for a in range(8)]  # held out
-FAST = ["hardware.micro_batch_size=4", "hardware.max_seq_len=64", "train.logging_steps=1"]
+FAST = ["hardware.micro_batch_size=4", "hardware.max_seq_len=64", "train.logging_steps=1",
+        "train.bench_every_steps=null"]  # benchmark curves: tests/test_train_bench.py
 
 
 def _run_dir(run_dir: Path) -> RunLayout:
@@ -45,6 +46,7 @@ def test_time_budget_stops_before_the_budget_and_asks_for_a_checkpoint():
     assert budget.elapsed() == pytest.approx(9.5)
 
 
+@pytest.mark.e2e  # trains until an 8 s budget stops it, then resumes
 def test_budget_stop_checkpoint_and_resume_keep_the_elapsed_time(tmp_path, tiny_dir):
     from lec.train import finetune
 
@@ -108,6 +110,7 @@ finetune(p.train, p.model, RunLayout.of(str(run_dir.parent), run_dir), Path(sys.
 """
 
 
+@pytest.mark.e2e  # trains in a fresh process, kills it mid-write, resumes
 def test_kill_9_mid_checkpoint_write_leaves_the_last_complete_one(tmp_path, tiny_dir):
     layout = _run_dir(tmp_path)
     args = FAST + ["train.max_steps=10", "train.save_every_steps=1", "train.save_total_limit=5", "train.preflight=false"]
