@@ -7,8 +7,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -118,7 +116,7 @@ def test_a_cuda_preset_fails_at_start_on_a_machine_without_cuda():
     plan.require_machine(_plan().train)  # the cpu preset needs nothing
 
 
-def test_mlflow_params_are_the_plan_and_the_environment(tmp_path):
+def test_mlflow_params_are_the_plan_and_the_environment(tmp_path, mlflow_db):
     from mlflow.tracking import MlflowClient
 
     from lec import track
@@ -138,14 +136,20 @@ def test_mlflow_params_are_the_plan_and_the_environment(tmp_path):
     assert arts == {"environment/pip_freeze.txt"}
 
 
-def test_plan_flag_prints_the_plan_and_refuses_bad_values():
-    out = subprocess.run([sys.executable, "-m", "lec", "--plan", "adapter.lr=1e-2"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert yaml.safe_load(out.stdout)["train"]["lr"] == 0.01
-    bad = subprocess.run([sys.executable, "-m", "lec", "--plan", "adapter.r=0"], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)  # fmt: skip
-    assert bad.returncode == 2 and bad.stderr.strip() == "lec: invalid config: adapter.r=0 is out of range: must be ≥ 1"
+def test_plan_flag_prints_the_plan_and_refuses_bad_values(capsys):
+    """`python -m lec --plan …` (lec.__main__.print_plan) in this process; tests/test_readme.py runs `python -m lec
+    --plan` as a process."""
+    from lec import __main__ as cli
+
+    with pytest.raises(SystemExit) as exit:
+        cli.print_plan(["--plan", "adapter.lr=1e-2"])
+    out = capsys.readouterr()
+    assert exit.value.code == 0, out.err
+    assert yaml.safe_load(out.out)["train"]["lr"] == 0.01
+    with pytest.raises(SystemExit) as exit:
+        cli.print_plan(["--plan", "adapter.r=0"])
+    bad = capsys.readouterr()
+    assert exit.value.code == 2 and bad.err.strip() == "lec: invalid config: adapter.r=0 is out of range: must be ≥ 1"
 
 
 def _imports(path: Path) -> set:

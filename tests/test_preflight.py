@@ -98,6 +98,7 @@ def test_hub_model_without_shape_names_what_to_set():
         preflight.estimate(p.train, dataclasses.replace(p.model, shape=None))
 
 
+@pytest.mark.e2e  # a real training step in a fresh process: 50 s on 2 cores
 def test_cpu_estimate_is_within_15_percent_of_a_measured_training_step():
     """One calibration case of benchmarks/preflight_calibration.py, run here (≈ 30 s on 2 cores)."""
     import os

@@ -18,18 +18,37 @@ def test_missing_params_names_where_it_comes_from(tmp_path):
         stages.load_params(tmp_path / "missing.yaml")
 
 
-def test_cli_exit_codes(tmp_path):
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "lec.stages", *args], cwd=ROOT, capture_output=True, text=True)
+def stages_cli(*args: str, capsys) -> tuple:
+    """`python -m lec.stages …` (lec.pipeline.stage_main) in this process: (exit code, stderr). The real process
+    runs in the e2e set (tests/test_dvc.py: dvc repro runs every stage; the exit-code test below)."""
+    from lec.pipeline import stage_main
 
-    out = cli("params", "adapter.r=8")  # removed: params.yaml has one writer, `dvc exp run` (tests/test_params.py)
-    assert out.returncode == 2 and "invalid choice: 'params'" in out.stderr
-    out = cli("finetune", "adapter.r=8")
-    assert out.returncode == 2 and "adapter.r=8" in out.stderr and "dvc exp run -S" in out.stderr
-    out = cli("curate", "--params", str(tmp_path / "none.yaml"))
-    assert out.returncode == 2 and "dvc exp run" in out.stderr
-    out = cli("train")
-    assert out.returncode == 2 and "curate" in out.stderr  # argparse lists the valid stages
+    try:
+        code = stage_main(list(args))
+    except SystemExit as exit:  # argparse's error(): usage + one line, exit 2
+        code = exit.code
+    return code, capsys.readouterr().err
+
+
+def test_cli_exit_codes(tmp_path, capsys, keep_signal_handlers):
+    def cli(*args):
+        return stages_cli(*args, capsys=capsys)
+
+    code, err = cli("params", "adapter.r=8")  # removed: params.yaml has one writer, `dvc exp run` (test_params.py)
+    assert code == 2 and "invalid choice: 'params'" in err
+    code, err = cli("finetune", "adapter.r=8")
+    assert code == 2 and "adapter.r=8" in err and "dvc exp run -S" in err
+    code, err = cli("curate", "--params", str(tmp_path / "none.yaml"))
+    assert code == 2 and "dvc exp run" in err
+    code, err = cli("train")
+    assert code == 2 and "curate" in err  # argparse lists the valid stages
+
+
+@pytest.mark.e2e
+def test_the_stage_process_exits_2_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lec.stages", "curate", "--params", str(tmp_path / "none.yaml")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "dvc exp run" in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_dvc_yaml_stages_match_the_stage_functions():
@@ -54,7 +73,8 @@ def test_dvc_yaml_stages_match_the_stage_functions():
     ("adapter.scheduler", "bogus", "Invalid value 'bogus'"),
     ("serve.port", 99999, "serve.port=99999 is out of range"),
 ])  # fmt: skip
-def test_a_bad_params_yaml_fails_the_stage_in_one_line_before_any_work(tmp_path, key, value, named):
+def test_a_bad_params_yaml_fails_the_stage_in_one_line_before_any_work(tmp_path, key, value, named, capsys,
+                                                                     keep_signal_handlers, monkeypatch):  # fmt: skip
     """DVC stage mode: params.yaml is validated and planned like `python -m lec`; nothing is written."""
     import yaml
     from omegaconf import OmegaConf
@@ -64,7 +84,7 @@ def test_a_bad_params_yaml_fails_the_stage_in_one_line_before_any_work(tmp_path,
     params[group][leaf] = value
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    out = subprocess.run([sys.executable, "-m", "lec.stages", "curate", "--params", str(path), "--dir",
-                          str(tmp_path / "pipe")], cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert out.returncode == 2 and named in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    monkeypatch.chdir(tmp_path)
+    code, err = stages_cli("curate", "--params", str(path), "--dir", str(tmp_path / "pipe"), capsys=capsys)
+    assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "pipe").exists() and not (tmp_path / "outputs").exists()

@@ -24,6 +24,7 @@ def test_unanswered_scenarios_score_zero_and_finished_ones_are_kept():
     assert "sam_sum - Stereotypes (race)" not in got  # lower-is-better stays missing: the scorer ranks it worst
 
 
+@pytest.mark.e2e  # a real helm-run process
 @pytest.mark.slow
 def test_helm_run_is_stopped_at_the_budget(tmp_path):
     """A server that never answers: helm-run would retry for minutes; the budget stops it and says so."""

@@ -19,6 +19,7 @@ def served(engine):
         yield url, app
 
 
+@pytest.mark.e2e  # lm-eval's local-completions against a served model, twice: a minute on 2 cores
 def test_the_smoke_tasks_run_offline_and_a_second_run_is_answered_from_the_cache(served, default_cfg, tiny_dir,
                                                                                     tmp_path):  # fmt: skip
     url, app = served
@@ -41,6 +42,7 @@ def test_metrics_of_keeps_values_and_drops_stderr():
     assert lm_eval_backend.metrics_of(results) == {"t": {"acc": 0.5, "exact_match_strict-match": 0.25}}
 
 
+@pytest.mark.e2e  # imports lm-eval and indexes its task registry: 15 s
 def test_the_backend_gives_its_instances_for_decontamination(default_cfg, tmp_path):
     """Each eval doc as the model is asked it and its right answer; a task that cannot load here is named."""
     synthetic = default_cfg.eval.synthetic
