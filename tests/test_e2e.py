@@ -92,6 +92,30 @@ def test_fine_tuning_beats_the_untuned_base(default_run):
     assert m["challenge/score_open"] > m["untuned/challenge/score_open"]
 
 
+def test_benchmark_curves_rise_from_the_base_model(default_run):
+    """train.bench_every_steps (on for the embedded default): lm-eval scored the live model in-process at step 0 (the
+    base model), every N steps and at the end; the MMLU-format accuracy the mixture teaches rises from its step-0
+    value, and the stage groups and their gap are curves of their own."""
+    tmp, _, client, run = default_run
+    history = {key: sorted(client.get_metric_history(run.info.run_id, key), key=lambda h: h.step) for key in (
+        "bench/lec_mmlu_number_order/acc", "bench/open/acc", "bench/closed/acc", "bench/open_minus_closed/acc")}
+    mmlu = history["bench/lec_mmlu_number_order/acc"]
+    every, last = int(run.data.params["train.bench.every_steps"]), int(run.data.params["train.steps"])
+    assert [h.step for h in mmlu] == [*range(0, last, every), last], [h.step for h in mmlu]
+    assert mmlu[-1].value > mmlu[0].value and mmlu[-1].value >= 0.8
+    for key, points in history.items():
+        assert [h.step for h in points] == [h.step for h in mmlu], key
+    for opened, closed, gap in zip(*(history[k] for k in ("bench/open/acc", "bench/closed/acc",
+                                                         "bench/open_minus_closed/acc"))):  # fmt: skip
+        assert gap.value == pytest.approx(opened.value - closed.value)
+    assert 0 < run.data.metrics["train/final_bench_seconds"] < 10  # the curves' whole cost, setup included
+    # the closed-stage items are scored on the very prompts HELM sent the server for the same scenario
+    sent = {rs["request"]["prompt"] for rs in json.loads(next((tmp / "run" / "helm" / "runs" / "smoke").glob(
+        "corr2cause*model=lec_tuned*")).joinpath("scenario_state.json").read_text())["request_states"]}  # fmt: skip
+    docs = [json.loads(line) for line in (tmp / "run" / "bench" / "tasks" / "lec_corr2cause.jsonl").read_text().splitlines()]
+    assert docs and all(d["prompt"] in sent for d in docs)
+
+
 def test_helm_really_talked_to_the_lec_server(default_run):
     tmp, *_ = default_run
     run_dir = next((tmp / "run" / "helm" / "runs" / "smoke").glob("mmlu*model=lec_tuned*"))
@@ -262,7 +286,10 @@ def test_the_mlflow_ui_shows_the_run_as_a_training_run_headline_first(default_ru
         page = _browse(chromium, f"{base}/#/experiments/{exp}/runs/{run.info.run_id}/model-metrics"
                                  "?workflowType=machine_learning", tmp_path / "run.png")  # fmt: skip
         sections = re.findall(r'white-space: pre;">([^<]+)</div>', page)  # the chart sections, top to bottom
-        assert sections[:3] == ["challenge", "challenge/mean", "challenge/tuned_minus_base"], sections
+        # the benchmark curves (bench/…, sorted first) open the page, the challenge score right after them
+        headline = [s for s in sections if not s.startswith("bench")]
+        assert sections[0].startswith("bench") and "bench/open_minus_closed" in sections, sections
+        assert headline[:3] == ["challenge", "challenge/mean", "challenge/tuned_minus_base"], sections
         assert "untuned/challenge" in sections and len(client.get_run(run.info.run_id).data.metrics) < 150
     finally:
         os.killpg(ui.pid, signal.SIGTERM)  # the UI and its workers: the group this test started

@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import os
+import random
 import re
 import time
 from pathlib import Path
@@ -83,7 +84,9 @@ def write_closed_tasks(helm_output: Path, kinds: Sequence[str], out: Path, shots
         # are far below the served context, so HELM's fit-by-dropping-examples never applies)
         adapter = MultipleChoiceJointAdapter.__new__(MultipleChoiceJointAdapter)
         adapter.adapter_spec = spec
+        state = random.getstate()  # HELM's sampler seeds Python's global RNG; lec's process keeps its own sequence
         examples = adapter.sample_examples(train, seed=0, sample_train=spec.sample_train)  # train trial 0, as helm-run
+        random.setstate(state)
         blocks = [adapter.construct_example_prompt(i, include_output=True, reference_index=None) for i in examples]
         docs = []
         for inst in (i for i in instances if i.split != TRAIN_SPLIT):
