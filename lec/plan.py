@@ -289,10 +289,10 @@ def bench_plan(cfg: LecConfig, entries: Tuple[str, ...]) -> Optional[BenchPlan]:
     back as multiple choice (lec.config checked that the suite names tasks at all)."""
     if cfg.train.bench_every_steps is None or not cfg.train.enabled:
         return None
-    from lec.evaluate.bench import helm_shots, offline_tasks
+    from lec.evaluate.suites import offline_mc_tasks, train_instances
 
     ev, b = cfg.eval, cfg.eval.bench
-    backed = offline_tasks(ev.synthetic)
+    backed = offline_mc_tasks(ev.synthetic)
     for task in (*b.open, *b.closed):
         if not task.startswith("lec_") or task in backed:
             continue
@@ -306,7 +306,7 @@ def bench_plan(cfg: LecConfig, entries: Tuple[str, ...]) -> Optional[BenchPlan]:
         raise ConfigError(  # tested: tests/test_train_bench.py
             f"eval.bench: {task} reads files eval={ev.name} does not generate: add {where[1]} to {where[0]}, drop "
             "it from eval.bench, or set train.bench_every_steps=null")
-    shots = helm_shots(entries)
+    shots = train_instances(list(entries))
     kinds = [t.removeprefix("lec_") for t in b.closed if t.startswith("lec_")]
     return BenchPlan(cfg.train.bench_every_steps, tuple(b.open), tuple(b.closed), b.limit, ev.synthetic,
                      tuple((k, n) for k, n in shots.items() if k in kinds))  # fmt: skip

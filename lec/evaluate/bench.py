@@ -35,31 +35,6 @@ from lec.config import SyntheticEvalConfig
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, Dict[str, float]]  # {task: {metric: value}}
-# The closed-stage scenarios that are multiple choice (lec/evaluate/helm_plugin.py SOURCES; a test keeps them equal).
-# sam_sum is summarization: no loglikelihood task.
-CLOSED_MC = ("corr2cause", "ethics_justice", "ethics_commonsense", "ethics_deontology", "ethics_virtue",
-             "ethics_utilitarianism")  # fmt: skip
-
-
-def offline_tasks(synthetic: Optional[SyntheticEvalConfig]) -> List[str]:
-    """The lec_* multiple-choice tasks a suite's generated files back: lec_mmlu_<subject>, lec_<closed MC kind>."""
-    if synthetic is None:
-        return []
-    return [f"lec_mmlu_{s}" for s in synthetic.mmlu_subjects] + [f"lec_{k}" for k in synthetic.closed if k in CLOSED_MC]
-
-
-def helm_shots(entries: Sequence[str]) -> Dict[str, int]:
-    """In-context examples a suite's HELM run entries ask for (`corr2cause:…,max_train_instances=1` → {corr2cause: 1});
-    kinds without the argument get HELM's default."""
-    out = {}
-    for entry in entries:
-        name, _, args = entry.partition(":")
-        found = re.search(r"(?:^|,)max_train_instances=(\d+)", args)
-        if found:
-            out[name] = int(found.group(1))
-    return out
-
-
 def write_closed_tasks(helm_output: Path, kinds: Sequence[str], out: Path, shots: Dict[str, int]) -> None:
     """lm-eval tasks `lec_<kind>` over the closed-stage files under helm_output/scenarios: HELM's valid split (what the
     challenge scored), each doc the full prompt HELM's multiple-choice-joint adapter builds for it."""

@@ -42,3 +42,28 @@ def instance_budget(entries: List[str]) -> Dict[str, int]:
             scenario = e.split(":", 1)[0]
             out[scenario] = out.get(scenario, 0) + int(m.group(1))
     return out
+
+
+def train_instances(entries: List[str]) -> Dict[str, int]:
+    """In-context examples the entries ask for (`corr2cause:…,max_train_instances=1` → {corr2cause: 1}); scenarios
+    without the argument get HELM's default."""
+    out: Dict[str, int] = {}
+    for e in entries:
+        m = re.search(r"[:,]max_train_instances=(\d+)", e)
+        if m:
+            out[e.split(":", 1)[0]] = int(m.group(1))
+    return out
+
+
+# The closed-stage scenarios that are multiple choice (lec/evaluate/helm_plugin.py SOURCES; a test keeps them equal);
+# sam_sum is summarization.
+CLOSED_MC = ("corr2cause", "ethics_justice", "ethics_commonsense", "ethics_deontology", "ethics_virtue",
+             "ethics_utilitarianism")  # fmt: skip
+
+
+def offline_mc_tasks(synthetic) -> List[str]:
+    """The lm-eval multiple-choice tasks a suite's generated files back (eval.synthetic): lec_mmlu_<subject> and
+    lec_<closed kind>; none without generated files."""
+    if synthetic is None:
+        return []
+    return [f"lec_mmlu_{s}" for s in synthetic.mmlu_subjects] + [f"lec_{k}" for k in synthetic.closed if k in CLOSED_MC]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lec import config, plan
-from lec.evaluate import bench, helm_plugin
+from lec.evaluate import bench, helm_plugin, suites
 
 TASKS = ("lec_mmlu_number_order", "lec_corr2cause", "lec_ethics_justice")
 
@@ -56,12 +56,12 @@ def test_closed_tasks_carry_the_prompt_helm_sends(smoke):
 
 
 def test_the_tasks_a_suite_backs_and_the_shots_its_entries_ask_for():
-    assert set(bench.CLOSED_MC) == set(helm_plugin.SOURCES)  # every multiple-choice closed-stage kind, no sam_sum
+    assert set(suites.CLOSED_MC) == set(helm_plugin.SOURCES)  # every multiple-choice closed-stage kind, no sam_sum
     smoke = config.compose([]).eval
-    assert bench.offline_tasks(smoke.synthetic) == list(TASKS)
-    assert bench.offline_tasks(None) == []
-    assert bench.helm_shots(["corr2cause:model={model},max_train_instances=1", "mmlu:subject=x,model={model}"]) == \
-        {"corr2cause": 1}  # fmt: skip
+    assert suites.offline_mc_tasks(smoke.synthetic) == list(TASKS)
+    assert suites.offline_mc_tasks(None) == []
+    assert suites.train_instances(["corr2cause:model={model},max_train_instances=1", "mmlu:subject=x,model={model}"]) \
+        == {"corr2cause": 1}  # fmt: skip
 
 
 def test_the_live_model_is_scored_in_process_and_left_training(scored):
