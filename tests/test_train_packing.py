@@ -63,36 +63,3 @@ def test_training_model_has_no_kv_cache(tiny_dir, default_plan):
 
     model, trainable = prepare_model(default_plan.train, default_plan.model, tiny_dir)
     assert model.config.use_cache is False and 0 < trainable < model.num_parameters()
-
-
-def _right_padded(rows, pad_id=0):
-    """The plain batch: rows right-padded, logits and loss at every position (the reference)."""
-    n = max(len(r["input_ids"]) for r in rows)
-    ids = torch.tensor([r["input_ids"] + [pad_id] * (n - len(r["input_ids"])) for r in rows])
-    labels = torch.tensor([r["labels"] + [IGNORE] * (n - len(r["labels"])) for r in rows])
-    mask = torch.tensor([[1] * len(r["input_ids"]) + [0] * (n - len(r["input_ids"])) for r in rows])
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
-
-
-@pytest.mark.parametrize("masked", [True, False])
-def test_answer_only_head_gives_the_full_loss_and_gradients(tiny_dir, default_cfg, masked):
-    """Unpacked rows are left-padded and the head runs on the last K positions only: the same loss and the same
-    gradients as the plain right-padded batch whose head runs everywhere."""
-    model = load_model(default_cfg.model, path=str(tiny_dir), attn_implementation="sdpa")
-    rows = _rows([40, 23, 31, 9])
-    if not masked:  # loss on every token: nothing can be cut
-        rows = [{**r, "labels": list(r["input_ids"])} for r in rows]
-    batch = collate(0)(rows)
-    n = batch["input_ids"].shape[1]
-    keep = batch["logits_to_keep"]
-    assert batch["labels"].shape == (4, keep) and (keep == n if not masked else keep == 40 - 40 // 3 + 1)
-    assert (batch["attention_mask"].sum(1) == torch.tensor([40, 23, 31, 9])).all()  # left-padded, each row whole
-    losses, grads = [], []
-    for b in (batch, _right_padded(rows)):
-        model.zero_grad()
-        loss = model(**b).loss
-        loss.backward()
-        losses.append(loss.detach())
-        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)

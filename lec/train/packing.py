@@ -79,51 +79,24 @@ def pack(rows: List[Dict[str, List[int]]], pack_len: int) -> List[Dict[str, List
 
 def collate(pad_id: int, flatten: bool = False) -> Callable:
     """Pad a micro-batch to its longest row. Packed rows (with position_ids) get no attention mask; with
-    `flatten` (flash_attention_2) the micro-batch becomes one row, which the varlen kernel splits by position ids.
-
-    Unpacked rows are left-padded, so every row's response ends at the last position: the LM head and the loss then
-    run on the last K positions only (`logits_to_keep`, K = the longest response + 1), not on prompt tokens whose
-    labels are masked. With data.mask_prompt a 5-shot prompt is ~300 tokens for a 2-token MMLU answer, and the head
-    is a third of the tiny model's FLOPs (vocab 1024 × hidden 128 against 2 × 147k in its layers); on a 7B model it
-    saves the [tokens × vocab] fp32 logits (0.5 GB for 4k tokens × 32k vocab). The loss is the same number
-    (tests/test_train_packing.py)."""
+    `flatten` (flash_attention_2) the micro-batch becomes one row, which the varlen kernel splits by position ids."""
 
     def fn(batch: List[Dict[str, List[int]]]) -> Dict[str, torch.Tensor]:
         packed = "position_ids" in batch[0]
         if packed and flatten:
             batch = [{k: sum((b[k] for b in batch), []) for k in ("input_ids", "labels", "position_ids")}]
-        if not packed:
-            return _left_padded(batch, pad_id)
         n = max(len(b["input_ids"]) for b in batch)
         ids = torch.full((len(batch), n), pad_id)
         labels = torch.full((len(batch), n), IGNORE)
+        mask = torch.zeros((len(batch), n), dtype=torch.long)
         pos = torch.zeros((len(batch), n), dtype=torch.long)
         for i, b in enumerate(batch):
             k = len(b["input_ids"])
-            ids[i, :k], labels[i, :k] = torch.tensor(b["input_ids"]), torch.tensor(b["labels"])
-            # padding is one more "sample" of its own, so it attends to nothing real
-            pos[i, :k], pos[i, k:] = torch.tensor(b["position_ids"]), torch.arange(n - k)
-        return {"input_ids": ids, "labels": labels, "position_ids": pos}
+            ids[i, :k], labels[i, :k], mask[i, :k] = torch.tensor(b["input_ids"]), torch.tensor(b["labels"]), 1
+            if packed:  # padding is one more "sample" of its own, so it attends to nothing real
+                pos[i, :k], pos[i, k:] = torch.tensor(b["position_ids"]), torch.arange(n - k)
+        if packed:
+            return {"input_ids": ids, "labels": labels, "position_ids": pos}
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
     return fn
-
-
-def _left_padded(batch: List[Dict[str, List[int]]], pad_id: int) -> Dict[str, torch.Tensor]:
-    """Rows right-aligned (position ids from 0 at each row's first real token); labels and logits cut to the last K
-    positions, where K - 1 is the longest run of labelled tokens at a row's end. Position n - K is never a target
-    (the shifted loss skips a window's first label), so the window's loss equals the full row's."""
-    n = max(len(b["input_ids"]) for b in batch)
-    ids = torch.full((len(batch), n), pad_id)
-    labels = torch.full((len(batch), n), IGNORE)
-    mask = torch.zeros((len(batch), n), dtype=torch.long)
-    pos = torch.zeros((len(batch), n), dtype=torch.long)
-    keep = 1
-    for i, b in enumerate(batch):
-        k = len(b["input_ids"])
-        ids[i, n - k:], labels[i, n - k:] = torch.tensor(b["input_ids"]), torch.tensor(b["labels"])
-        mask[i, n - k:], pos[i, n - k:] = 1, torch.arange(k)
-        labels[i, n - k] = IGNORE  # a row's first token is no one's target (the padding before it predicts nothing)
-        first = next((j for j, label in enumerate(b["labels"][1:], 1) if label != IGNORE), k)  # first target
-        keep = max(keep, k - first + 1)
-    return {"input_ids": ids, "labels": labels[:, n - keep:], "attention_mask": mask, "position_ids": pos,
-            "logits_to_keep": keep}
