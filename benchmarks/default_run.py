@@ -47,15 +47,23 @@ def main() -> None:
     print(f"baseline eager import of torch+transformers+peft+mlflow: {eager:.2f} s "
           f"→ lec's lazy entry point is {eager / compose:.1f}× faster")  # fmt: skip
 
+    # Cold: a fresh outputs dir (MLflow creates and migrates its SQLite store, the tiny model is built and saved).
+    # Warm: the next run in the same outputs dir, as `make run` is the second time. The target is the warm run's.
     with tempfile.TemporaryDirectory() as tmp:
+        cold = timed([py, "-m", "lec", f"outputs_dir={tmp}", f"hydra.run.dir={tmp}/cold"], timeout=1200)
         wall = timed([py, "-m", "lec", f"outputs_dir={tmp}", f"hydra.run.dir={tmp}/run"], timeout=1200)
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
         evaluate = evaluate_breakdown(Path(tmp) / "run")
     stages = summary["timings"]
     overhead = wall - sum(stages.values())
-    print(f"default  python -m lec: {wall:.1f} s wall (target ≤ {RUN_TARGET_S:.0f} s, {wall / RUN_TARGET_S:.2f}× the target)")
+    print(f"default  python -m lec, cold (fresh outputs dir): {cold:.1f} s wall ({cold / RUN_TARGET_S:.2f}× the target)")
+    print(f"default  python -m lec, warm (same outputs dir): {wall:.1f} s wall (target ≤ {RUN_TARGET_S:.0f} s, "
+          f"{wall / RUN_TARGET_S:.2f}× the target)")  # fmt: skip
     for name, secs in list(stages.items()) + [("startup + MLflow + report", overhead)]:
         print(f"  {name:<28} {secs:6.1f} s  {secs / wall:5.1%}")
+    train = summary["train"] or {}
+    print(f"finetune: {train.get('steps')} steps in {train.get('seconds', 0):.1f} s of training "
+          f"({train.get('tokens_per_s', 0):.0f} tokens/s), benchmark curves {train.get('bench_seconds') or 0:.1f} s")
     print("evaluate, from the run's logs:")
     for name, secs in evaluate:
         print(f"  {name:<52} {secs:6.1f} s")
