@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional
 
 import yaml
 
@@ -212,7 +212,14 @@ def helm_run(
     return HelmRun(output_path, suite, rc, time.perf_counter() - start, timed_out, log_path)
 
 
-def helm_summarize(output_path: Path, suite: str, cache_dir: Path, timeout_s: float = 600) -> int:
+@contextlib.contextmanager
+def summarizing(output_path: Path, suite: str, cache_dir: Path, timeout_s: float = 600) -> Iterator[None]:
+    """`helm-summarize` (HELM's summaries for `helm-server`) in the background while the block reads the runs: its
+    import and work (single-threaded) take one core while lec copies and parses the runs on the other. Waited for at
+    the block's end; stopped however the block ends. Nothing to summarize (no finished run): nothing started."""
+    if not any((output_path / "runs" / suite).glob("*/stats.json")):
+        yield
+        return
     cmd = [
         _cli("helm-summarize"),
         "--suite", suite,
@@ -222,11 +229,13 @@ def helm_summarize(output_path: Path, suite: str, cache_dir: Path, timeout_s: fl
     ]  # fmt: skip
     with (output_path / f"helm-summarize-{suite}.log").open("w") as out, \
             procs.child(cmd, grace_s=5.0, stdout=out, stderr=subprocess.STDOUT, env=helm_env(cache_dir)) as proc:
+        yield
         try:
-            return proc.wait(timeout_s)
+            if proc.wait(timeout_s) != 0:
+                log.warning("helm-summarize exited %d (see %s); the metrics come from stats.json", proc.returncode,
+                            out.name)  # fmt: skip
         except subprocess.TimeoutExpired:  # summaries are for people; the metrics come from stats.json
-            log.warning("helm-summarize took over %.0f s; skipped", timeout_s)
-            return -1
+            log.warning("helm-summarize took over %.0f s; stopped", timeout_s)
 
 
 def _dump(path: Path, data: dict) -> None:

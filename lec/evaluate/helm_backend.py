@@ -1,5 +1,5 @@
 """HELM behind the backend seam (lec/evaluate/backends.py): real `helm-run` on the suite's run entries against each
-served model's challenge API → `helm-summarize` → `{label: {scenario: {metric}}}` from the runs' stats.json.
+served model's challenge API → `{label: {scenario: {metric}}}` from the runs' stats.json, with `helm-summarize` beside.
 
 Resumable: HELM's request cache is on, one SQLite file per served model's identity (lec/evaluate/identity.py) under
 `eval.cache_dir`, and every finished run is kept in <cache_dir>/runs/<identity key> (copied while helm-run runs, so a
@@ -56,10 +56,11 @@ def run(job: EvalJob, served: Dict[str, Served]) -> BackendResult:
         keep = lambda: [keep_finished(store, keys[label], layout.helm, ev.suite, label, None, settled_s=1.0)
                         for label in served]  # noqa: E731 - a kill -9 mid-suite loses no finished run
         result = _helm_run(ev, layout, models, store, keep)
+    with helm.summarizing(layout.helm, ev.suite, layout.cache):  # beside the copying and reading below
         complete = result.returncode == 0 and not result.timed_out  # helm-run exits non-zero when a run failed
         for label in served:
             keep_finished(store, keys[label], layout.helm, ev.suite, label, list(ev.entries) if complete else None)
-    metrics, unanswered, _, n_runs = _helm_metrics(ev, layout, job.labels, result)
+        metrics, unanswered, n_runs = _helm_metrics(ev, layout, job.labels, result)
     return BackendResult(metrics, result.seconds, result.timed_out, unanswered, {"runs_finished": n_runs},
                          _artifacts(layout.helm, ev.suite), {label: scored_stats(m) for label, m in metrics.items()})
 
@@ -116,14 +117,13 @@ def _helm_run(ev: EvalPlan, layout: RunLayout, served: List[helm.ServedModel], s
 
 
 def _helm_metrics(ev: EvalPlan, layout: RunLayout, labels: Sequence[str], result: helm.HelmRun):
-    """(metrics per model, unanswered scenarios per model, helm-summarize's exit, finished runs) of the suite."""
+    """(metrics per model, unanswered scenarios per model, finished runs) of the suite."""
     helm_output = layout.helm
     runs = read_suite(helm_output, ev.suite)
     if not runs and not result.timed_out:
         raise EvalError(f"helm-run finished no run (exit {result.returncode}):\n{helm.log_tail(result.log_path)}")
     if result.returncode != 0 and not result.timed_out:
         log.warning("helm-run exited %d; keeping the %d finished runs", result.returncode, len(runs))
-    summarize_rc = helm.helm_summarize(helm_output, ev.suite, layout.cache) if runs else None
     by_model = scenario_metrics(runs)
     metrics = {label: by_model.get(f"{helm.ORG}/{label}", {}) for label in labels}
     unanswered = {}
@@ -133,7 +133,7 @@ def _helm_metrics(ev: EvalPlan, layout: RunLayout, labels: Sequence[str], result
             unanswered[label] = score_unanswered(metrics[label], expected)
         log.warning("eval budget of %.0f min ran out; unanswered scenarios scored 0: %s", ev.budget_min,
                     unanswered)  # fmt: skip
-    return metrics, unanswered, summarize_rc, len(runs)
+    return metrics, unanswered, len(runs)
 
 
 # --- finished runs, kept per model identity ------------------------------------------------------------------------
