@@ -294,7 +294,7 @@ def plot_loss(client, runs: Sequence[Any], keys: List[str], path: Path) -> Optio
         axes[1][0].set_ylabel(f"bench/<group>/{metric}")
         if metric.startswith("acc"):  # an accuracy: the whole 0–1 scale, so chance and the ceiling show
             axes[1][0].set_ylim(-0.02, 1.02)
-        axes[1][0].set_title("benchmark curves: open-stage (solid) and closed-stage (dashed) task means", fontsize=10)
+        axes[1][0].set_title("benchmark: open-stage (solid), closed-stage (dashed) means", fontsize=10)
         axes[1][1].set_ylabel(f"bench/open_minus_closed/{metric}")
         axes[1][1].set_title("open minus closed (the stage gap)", fontsize=10)
         axes[1][1].axhline(0.0, color="grey", linewidth=0.8)

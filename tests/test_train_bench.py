@@ -169,7 +169,7 @@ def test_compare_draws_the_curves_below_the_loss(tmp_path):
     assert train["ylabel"] == "train/loss (moving average)" and train["legend"] == ["lr=0.003", "lr=0.001"]
     assert groups["ylabel"] == "bench/<group>/acc" and groups["legend"] == ["lr=0.003 open", "lr=0.003 closed"]
     assert gap["ylabel"] == "bench/open_minus_closed/acc" and gap["legend"] == [] and gap["xlabel"] == "optimizer step"
-    assert "open-stage (solid) and closed-stage (dashed)" in groups["title"]
+    assert "open-stage (solid), closed-stage (dashed)" in groups["title"]
     (only,) = _axes(compare.plot_loss(store, runs[1:], [], tmp_path / "plain.png"))  # no curves: the loss alone
     assert only["ylabel"].startswith("train/loss")
 
