@@ -101,7 +101,7 @@ def evaluate_breakdown(run: Path) -> list[tuple[str, float]]:
     marks = [(start, "servers start + helm-run import")] + [
         (t, _entry(line.split("Running ", 1)[1])) for t, line in helm_run if "Running " in line and "{" in line
         and "local mode" not in line]  # fmt: skip
-    marks += [(helm_run[-1][0], "helm-run exit + helm-summarize import"), (summarize[0][0], "helm-summarize"),
+    marks += [(helm_run[-1][0], "helm-run exit, runs kept (summarize imported meanwhile)"), (summarize[0][0], "helm-summarize"),
               (summarize[-1][0], "metrics read + servers stopped")]  # fmt: skip
     out, first = [], helm_run[0][0]
     out.append(("servers start + helm-run import", (first - start).total_seconds()))

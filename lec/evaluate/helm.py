@@ -212,30 +212,49 @@ def helm_run(
     return HelmRun(output_path, suite, rc, time.perf_counter() - start, timed_out, log_path)
 
 
+# helm-summarize's console script (crfm-helm's entry point helm.benchmark.presentation.summarize:main), with a gate
+# between its import and its work: the import is ~10 s of CPU (HELM's whole presentation layer; `helm-run --help`
+# takes 1 s), so it is done while helm-run runs, and the work starts when helm-run has finished.
+_SUMMARIZE = ("import sys\n"
+              "from helm.benchmark.presentation.summarize import main\n"
+              "if sys.stdin.readline().strip() == 'go':\n"
+              "    sys.exit(main())\n")
+
+
 @contextlib.contextmanager
-def summarizing(output_path: Path, suite: str, cache_dir: Path, timeout_s: float = 600) -> Iterator[None]:
-    """`helm-summarize` (HELM's summaries for `helm-server`) in the background while the block reads the runs: its
-    import and work (single-threaded) take one core while lec copies and parses the runs on the other. Waited for at
-    the block's end; stopped however the block ends. Nothing to summarize (no finished run): nothing started."""
-    if not any((output_path / "runs" / suite).glob("*/stats.json")):
-        yield
-        return
-    cmd = [
-        _cli("helm-summarize"),
-        "--suite", suite,
-        "--output-path", str(output_path),
-        "--schema-validation", "warn",
-        "-n", "1",
-    ]  # fmt: skip
-    with (output_path / f"helm-summarize-{suite}.log").open("w") as out, \
-            procs.child(cmd, grace_s=5.0, stdout=out, stderr=subprocess.STDOUT, env=helm_env(cache_dir)) as proc:
-        yield
+def summarizer(output_path: Path, suite: str, cache_dir: Path, timeout_s: float = 600) -> Iterator[Callable[[], None]]:
+    """`helm-summarize` (HELM's summaries for `helm-server`), started at once and importing while the block runs
+    helm-run; the block calls the yielded `go()` once the runs are on disk, and the summaries are written while it
+    reads them. Waited for at the block's end when let go (else it exits without work); stopped however the block
+    ends. The metrics come from stats.json, so a failed summary is a warning."""
+    cmd = [sys.executable, "-c", _SUMMARIZE, "--suite", suite, "--output-path", str(output_path),
+           "--schema-validation", "warn", "-n", "1"]  # fmt: skip
+    output_path.mkdir(parents=True, exist_ok=True)
+    log_path = output_path / f"helm-summarize-{suite}.log"
+    started = []
+    with log_path.open("w") as out, procs.child(cmd, grace_s=5.0, stdin=subprocess.PIPE, stdout=out,
+                                                stderr=subprocess.STDOUT, env=helm_env(cache_dir)) as proc:  # fmt: skip
+
+        def go() -> None:
+            with contextlib.suppress(BrokenPipeError):  # it died importing: its log says why, the wait below warns
+                if any((output_path / "runs" / suite).glob("*/stats.json")):  # nothing finished: nothing to do
+                    proc.stdin.write(b"go\n")
+                    started.append(True)
+                proc.stdin.close()
+
         try:
-            if proc.wait(timeout_s) != 0:
-                log.warning("helm-summarize exited %d (see %s); the metrics come from stats.json", proc.returncode,
-                            out.name)  # fmt: skip
-        except subprocess.TimeoutExpired:  # summaries are for people; the metrics come from stats.json
-            log.warning("helm-summarize took over %.0f s; stopped", timeout_s)
+            yield go
+        finally:
+            if not proc.stdin.closed:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.close()
+        if started:
+            try:
+                if proc.wait(timeout_s) != 0:
+                    log.warning("helm-summarize exited %d (see %s); the metrics come from stats.json",
+                                proc.returncode, log_path)  # fmt: skip
+            except subprocess.TimeoutExpired:  # summaries are for people
+                log.warning("helm-summarize took over %.0f s; stopped", timeout_s)
 
 
 def _dump(path: Path, data: dict) -> None:

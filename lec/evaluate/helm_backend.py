@@ -47,16 +47,17 @@ def run(job: EvalJob, served: Dict[str, Served]) -> BackendResult:
     ev, layout, store = job.ev, job.layout, Path(job.ev.cache_dir)
     keys = {label: run_key(ev, job.identities[label]) for label in job.labels}
     result = helm.HelmRun(layout.helm, ev.suite, 0, 0.0, False, None)  # nothing for HELM to run
-    if served:
-        # HELM fits prompts to max_sequence_length; the server's prompt template (data.template /
-        # serve.prompt_template) adds tokens, so HELM is told the served context minus what the wrapper needs.
-        tokens = _special_tokens(job.model, job.base_dir)
-        models = [helm.ServedModel(label, s.url, s.health["context"] - s.health["wrapper_tokens"], *tokens,
-                                   job.identities[label].short) for label, s in served.items()]  # fmt: skip
-        keep = lambda: [keep_finished(store, keys[label], layout.helm, ev.suite, label, None, settled_s=1.0)
-                        for label in served]  # noqa: E731 - a kill -9 mid-suite loses no finished run
-        result = _helm_run(ev, layout, models, store, keep)
-    with helm.summarizing(layout.helm, ev.suite, layout.cache):  # beside the copying and reading below
+    with helm.summarizer(layout.helm, ev.suite, layout.cache) as summarize:  # importing while helm-run runs
+        if served:
+            # HELM fits prompts to max_sequence_length; the server's prompt template (data.template /
+            # serve.prompt_template) adds tokens, so HELM is told the served context minus what the wrapper needs.
+            tokens = _special_tokens(job.model, job.base_dir)
+            models = [helm.ServedModel(label, s.url, s.health["context"] - s.health["wrapper_tokens"], *tokens,
+                                       job.identities[label].short) for label, s in served.items()]  # fmt: skip
+            keep = lambda: [keep_finished(store, keys[label], layout.helm, ev.suite, label, None, settled_s=1.0)
+                            for label in served]  # noqa: E731 - a kill -9 mid-suite loses no finished run
+            result = _helm_run(ev, layout, models, store, keep)
+        summarize()  # the suite's runs are on disk: summarized beside the copying and reading below
         complete = result.returncode == 0 and not result.timed_out  # helm-run exits non-zero when a run failed
         for label in served:
             keep_finished(store, keys[label], layout.helm, ev.suite, label, list(ev.entries) if complete else None)
