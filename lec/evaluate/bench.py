@@ -25,8 +25,8 @@ import os
 import random
 import re
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
@@ -35,6 +35,8 @@ from lec.config import SyntheticEvalConfig
 
 log = logging.getLogger(__name__)
 Metrics = Dict[str, Dict[str, float]]  # {task: {metric: value}}
+
+
 def write_closed_tasks(helm_output: Path, kinds: Sequence[str], out: Path, shots: Dict[str, int]) -> None:
     """lm-eval tasks `lec_<kind>` over the closed-stage files under helm_output/scenarios: HELM's valid split (what the
     challenge scored), each doc the full prompt HELM's multiple-choice-joint adapter builds for it."""
