@@ -17,43 +17,6 @@ import pytest
 from lec import config, plan
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which turns -n into workers
-def pytest_cmdline_main(config):
-    """The suite runs on every core by default: `pytest` means `pytest -n auto --dist loadfile` (pytest-xdist; one
-    worker runs each file, so a module's fixtures are made once). `-n 0` or `-p no:xdist` runs everything in this
-    process (debugging; --pdb does too)."""
-    if not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput"):
-        return
-    if config.option.numprocesses is None:
-        config.option.numprocesses = "auto"
-    if config.option.dist == "no" and config.option.numprocesses != 0:
-        config.option.dist = "loadfile"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _compose_each_override_list_once():
-    """Hydra composes conf/ in 0.36 s of CPU (22 files read, merged onto lec's schema), and the fast set composes
-    350 times, a third of them repeats (`[]`, `adapter.r=8`, …): a test process composes each override list once
-    and hands out deep copies (18 ms). Only successful compositions are kept, so every error is raised afresh;
-    validation (config.load) runs every time; an edited conf/ file or another conf dir is another key."""
-    import copy
-
-    original = config.compose_raw
-    cache: dict = {}
-
-    def compose_raw(overrides=None, config_dir=None):
-        root = Path(config_dir or config.CONF_DIR)
-        stamp = max((p.stat().st_mtime_ns for p in root.rglob("*.yaml")), default=0)
-        key = (tuple(overrides or ()), str(root), stamp)
-        if key not in cache:
-            cache[key] = original(overrides, config_dir)
-        return copy.deepcopy(cache[key])
-
-    config.compose_raw = compose_raw
-    yield
-    config.compose_raw = original
-
-
 @pytest.fixture(scope="session")
 def default_cfg() -> config.LecConfig:
     return config.compose([])

@@ -121,7 +121,7 @@ def test_next_exp_starts_from_conf_with_its_persistent_edits_not_from_the_last_e
     assert ran == {"evaluate", "score"}
     p = _exp_params(repo, NAMES["serve"])
     assert p["serve"]["max_batch_size"] == 4 and p["score"]["mode"] == "helm"
-    assert (p["eval"]["max_eval_instances"], p["eval"]["num_threads"]) == (4, 8)  # ci_small / smoke, not exp 2's
+    assert (p["eval"]["max_eval_instances"], p["eval"]["num_threads"]) == (4, 4)  # ci_small / smoke, not exp 2's
     assert _mlflow_stages(repo, NAMES["serve"])["score"].data.tags["lec.score_mode"] == "helm"
 
 
