@@ -10,9 +10,11 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
-# 20 optimizer steps, one 8-instance MMLU entry, no base-model evaluation: every stage runs for real, briefly.
+# 20 optimizer steps (no benchmark curve), one 8-instance MMLU entry, no base-model evaluation: every stage runs for
+# real, briefly.
 SMALL = [
     "train.max_steps=20",
+    "train.bench_every_steps=null",
     'eval.entries=["mmlu:subject=number_order,model={model}"]',
     "eval.synthetic.closed=[]",
     "eval.synthetic.n_eval=8",
