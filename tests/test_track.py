@@ -42,6 +42,7 @@ def test_full_fine_tune_weights_stay_on_disk_not_in_mlflow(tmp_path, adapter, lo
     assert client.get_run(run.info.run_id).data.tags["lec.weights_dir"] == str(weights.resolve())
 
 
+@pytest.mark.e2e  # a fresh interpreter importing MLflow, killed with SIGKILL
 def test_a_run_whose_process_died_is_marked_killed_when_the_store_is_next_opened(tmp_path, mlflow_db):
     """kill -9 (no finally runs): the run stays RUNNING until lec next opens the store, which finds its pid gone."""
     import signal

@@ -93,6 +93,7 @@ def test_no_held_out_rows_is_refused_when_the_best_is_asked_for(tmp_path, tiny_d
     assert finetune(p.train, p.model, layout, tiny_dir).best_val_loss is None  # trained, without val/loss
 
 
+@pytest.mark.e2e  # 40 training steps with 20 validation passes
 def test_the_run_adapter_is_the_best_weights_not_the_last(tmp_path, tiny_dir):
     """At this rate the held-out sums ("Add a and 7") are fit best near step 30 and get worse after (measured:
     val/loss 2.295 at 30, 2.320 at 40), so the adapter is an earlier step's weights, not the last."""
@@ -111,6 +112,7 @@ def test_the_run_adapter_is_the_best_weights_not_the_last(tmp_path, tiny_dir):
     assert not all(torch.equal(adapter[k], last[k]) for k in adapter)  # not the last step's weights
 
 
+@pytest.mark.e2e  # two trainings, 20 steps with 10 validation passes
 def test_a_resume_keeps_the_best_so_far(tmp_path, tiny_dir):
     from lec.train import finetune
 
