@@ -62,7 +62,7 @@ def server(sweep):
             try:
                 if requests.get(f"{url}/health", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or slow to answer while it starts
                 time.sleep(0.5)
         else:
             pytest.fail("mlflow server did not answer /health in 90 s")

@@ -134,7 +134,7 @@ def test_the_readme_s_public_server_needs_its_bearer_key(tmp_path):
             try:
                 if requests.get(f"{url}/health", timeout=2).ok:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or slow to answer while it starts
                 time.sleep(0.2)
         body = {"prompt": "x", "max_new_tokens": 1}
         assert requests.post(f"{url}/process", json=body, timeout=30).status_code == 401
