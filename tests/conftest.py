@@ -60,15 +60,14 @@ def _compose_each_defaults_list_once():
         if any(o.is_sweep_override() or o.is_hydra_override() for o in parsed):
             return original(overrides, config_dir)
 
-        def is_group(o):
-            return o.key_or_group.startswith("hydra/") or (root / o.key_or_group).is_dir()
-
-        groups = [o.input_line for o in parsed if is_group(o)]
-        values = [o for o in parsed if not is_group(o)]
+        groups, values = [], []  # `hardware=rtx4090` (a folder of conf/) | `adapter.r=8`
+        for o in parsed:
+            is_group = o.key_or_group.startswith("hydra/") or (root / o.key_or_group).is_dir()
+            (groups if is_group else values).append(o)
         stamp = max((p.stat().st_mtime_ns for p in root.rglob("*.yaml")), default=0)
-        key = (tuple(groups), str(root), stamp)
+        key = (tuple(o.input_line for o in groups), str(root), stamp)
         if key not in cache:
-            cache[key] = original(groups, config_dir)
+            cache[key] = original(list(key[0]), config_dir)
         cfg = copy.deepcopy(cache[key])
         try:
             ConfigLoaderImpl._apply_overrides_to_config(values, cfg)

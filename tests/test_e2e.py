@@ -9,13 +9,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.evaluate.test_resume import _comparable, asked
+from tests.proc_helpers import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -266,25 +266,18 @@ def _browse(chromium: str, url: str, shot: Path, shows: str) -> str:
 def test_the_mlflow_ui_shows_the_run_as_a_training_run_headline_first(default_run, tmp_path):
     """`mlflow ui` (the README's command) on the default run's store, driven by headless chromium: the runs table
     holds the run's readable name, and its metric charts open on the tuned model's challenge score."""
-    import socket
-
-    import requests
+    from lec.serve.process import free_port
 
     tmp, _, client, run = default_run
     chromium = _chromium()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
     ui = subprocess.Popen([mlflow, "ui", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db", "--host", "127.0.0.1",
                            "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while not _answers(requests, f"{base}/health"):
-            assert ui.poll() is None and time.monotonic() < deadline, "mlflow ui did not start"
-            time.sleep(0.5)
+        wait_healthy(base, ui, 90, "mlflow ui")
         exp = run.info.experiment_id
         assert client.get_experiment(exp).tags["mlflow.experimentKind"] == "finetuning"
         runs = _browse(chromium, f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning", tmp_path / "runs.png",
@@ -303,9 +296,3 @@ def test_the_mlflow_ui_shows_the_run_as_a_training_run_headline_first(default_ru
         os.killpg(ui.pid, signal.SIGTERM)  # the UI and its workers: the group this test started
         ui.wait(30)
 
-
-def _answers(requests, url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:  # refused, or slow to answer while it starts on a loaded machine
-        return False

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.proc_helpers import children, wait
+from tests.proc_helpers import children, wait, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["experiment=ci_small", "train.max_steps=2"]
@@ -169,10 +169,7 @@ def test_a_run_logs_to_a_real_mlflow_server(tmp_path):
                                "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
-        import requests
-
-        wait(lambda: _up(requests, port) or server.poll() is not None, 120, "mlflow server")
-        assert server.poll() is None
+        wait_healthy(f"http://127.0.0.1:{port}", server, 120, "mlflow server")
         uri = f"http://127.0.0.1:{port}"
         out = subprocess.run([sys.executable, "-m", "lec", f"outputs_dir={tmp_path}/out", f"mlflow.tracking_uri={uri}",
                               *SMALL], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -187,12 +184,6 @@ def test_a_run_logs_to_a_real_mlflow_server(tmp_path):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
 
-
-def _up(requests, port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok
-    except requests.RequestException:
-        return False
 
 
 def test_an_eval_budget_that_ends_before_any_helm_run_scores_every_scenario_zero(tmp_path):

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 
+from lec.serve.process import free_port
+from tests.proc_helpers import wait_healthy
 from tests.sweep_helpers import lec_multirun, runs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -40,15 +40,9 @@ def test_jobs_ran_in_their_own_processes_as_children_of_one_parent(sweep):
     assert {c.data.params["train.num_threads"] for c in children} == {str(max(1, min(2, cores // 2)))}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(sweep):
-    port = _free_port()
+    port = free_port()
     mlflow = os.path.join(os.path.dirname(sys.executable), "mlflow")
     cmd = [mlflow, "server", "--backend-store-uri", f"sqlite:///{sweep}/mlflow.db", "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1"]  # fmt: skip
@@ -56,16 +50,7 @@ def server(sweep):
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            assert proc.poll() is None, (sweep / "mlflow-server.log").read_text()[-3000:]
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:  # refused, or slow to answer while it starts
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not answer /health in 90 s")
+        wait_healthy(url, proc, 90, "mlflow server", sweep / "mlflow-server.log")
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers: the group this test started

@@ -13,6 +13,7 @@ import requests
 
 from lec.serve.app import create_app
 from tests.conftest import uvicorn_thread
+from tests.proc_helpers import wait_healthy
 from lec.serve.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,13 +130,7 @@ def test_the_readme_s_public_server_needs_its_bearer_key(tmp_path):
                             env={**os.environ, "LEC_API_KEY": key}, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:  # refused, or slow to answer while it starts
-                time.sleep(0.2)
+        wait_healthy(url, proc, 120, "the model server", tmp_path / "serve.log")
         body = {"prompt": "x", "max_new_tokens": 1}
         assert requests.post(f"{url}/process", json=body, timeout=30).status_code == 401
         ok = requests.post(f"{url}/process", json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30)
