@@ -21,6 +21,7 @@ import yaml
 from lec import config as lec_config
 from lec import plan as lec_plan
 from lec import files, procs, score, track
+from lec.serve import process
 from lec.config import LecConfig
 from lec.plan import Plan, RunLayout
 from lec.stages import STAGES, load_params
@@ -78,19 +79,9 @@ def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: Li
         try:
             with files.one_line("the run's plan and environment (MLflow artifacts)"):
                 track.log_plan(plan, config, choices)
-            for name in names:
-                if name == "finetune" and not plan.train.enabled:
-                    log.info("── finetune skipped (train.enabled=false): the base model is evaluated")
-                    continue
-                log.info("── %s", name)
-                start = time.perf_counter()
-                stage = STAGES[name]
-                with files.one_line(f"the {name} stage's output"):  # a full disk: one line naming the stage
-                    result = stage.run(plan, layout)
-                    stage.record(result, plan, layout)
-                timings[name] = time.perf_counter() - start
-                log.info("── %s done in %.1f s", name, timings[name])
-                _summarise(summary, name, result)
+            serves = "evaluate" in names and not plan.eval.endpoint  # its server imports while the stages before run
+            with process.standby(layout.run_dir / "server-standby.log") if serves else contextlib.nullcontext():
+                _stages(plan, layout, names, summary)
             if "score" in names:  # the evaluators' checklist, from everything the run dir now holds
                 summary.compliance = _compliance(plan, layout, summary)
                 track.record_compliance(summary.compliance)
@@ -104,6 +95,23 @@ def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: Li
                 files.write_json(layout.run_dir / "summary.json", _jsonable(summary), "the run summary")
         mlflow.log_artifact(str(layout.run_dir / "summary.json"))
     return summary
+
+
+def _stages(plan: Plan, layout: RunLayout, names: List[str], summary: RunSummary) -> None:
+    for name in names:
+        if name == "finetune" and not plan.train.enabled:
+            log.info("── finetune skipped (train.enabled=false): the base model is evaluated")
+            continue
+        log.info("── %s", name)
+        start = time.perf_counter()
+        stage = STAGES[name]
+        # a full disk: one line naming the stage; metrics go to MLflow in batches, not a transaction each
+        with files.one_line(f"the {name} stage's output"), track.batched_metrics():
+            result = stage.run(plan, layout)
+            stage.record(result, plan, layout)
+        summary.timings[name] = time.perf_counter() - start
+        log.info("── %s done in %.1f s", name, summary.timings[name])
+        _summarise(summary, name, result)
 
 
 def _compliance(plan: Plan, layout: RunLayout, summary: RunSummary) -> Dict[str, Dict[str, str]]:

@@ -28,11 +28,12 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 import mlflow
+from mlflow.entities import Metric
 
 from lec import files, procs
 from lec import plan as lec_plan
@@ -275,8 +276,49 @@ def active_run_id() -> Optional[str]:
 
 def log_metrics(metrics: Mapping[str, float], step: Optional[int] = None) -> None:
     clean = {k: float(v) for k, v in metrics.items() if v is not None}
-    if clean:
+    if not clean:
+        return
+    if _queue is None:
         mlflow.log_metrics(clean, step=step)
+        return
+    now_ms = int(time.time() * 1000)
+    _queue.metrics += [Metric(k, v, now_ms, step or 0) for k, v in clean.items()]
+    if time.monotonic() - _queue.flushed >= _queue.every_s:
+        _queue.flush()
+
+
+@dataclass
+class _Queue:
+    every_s: float
+    metrics: List[Any] = field(default_factory=list)
+    flushed: float = field(default_factory=time.monotonic)
+
+    def flush(self) -> None:
+        run_id, pending, self.metrics, self.flushed = mlflow.active_run().info.run_id, self.metrics, [], time.monotonic()
+        for i in range(0, len(pending), 1000):  # MLflow's limit per log_batch
+            mlflow.MlflowClient().log_batch(run_id, metrics=pending[i : i + 1000])
+
+
+_queue: Optional[_Queue] = None
+
+
+@contextlib.contextmanager
+def batched_metrics(every_s: float = 5.0) -> Iterator[None]:
+    """Inside the block, `log_metrics` queues and writes the queue in one MLflow call every `every_s` seconds and at
+    the end: each call is a SQLite transaction (~12 ms on CPU), and one per training step was 10 % of the embedded
+    default's training. The charts of a running training lag by at most `every_s`."""
+    global _queue
+    outer, _queue = _queue, _Queue(every_s)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # the store may be what failed: the error on its way out says so
+            _queue.flush()
+        raise
+    else:
+        _queue.flush()
+    finally:
+        _queue = outer
 
 
 def _write_json(path: Path, data) -> None:

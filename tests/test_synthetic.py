@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from lec.data import synthetic as syn
 
 
@@ -57,6 +59,27 @@ def test_gsm_prompt_matches_helm_layout():
         "Q: Zoe has 9 apples. Zoe buys 2 more. How many apples does Zoe have now?\nA:"
     )
     assert syn.gsm_prompt([shot], item) == helm
+
+
+@pytest.mark.parametrize("rows", [syn.mmlu_order_rows, syn.gsm_arith_rows])
+def test_training_rows_are_whole_helm_prompts_with_every_answer_trained(rows):
+    """Each row is the prompt HELM sends after SHOTS examples; trained_spans mark exactly the in-context answers,
+    so the loss covers six answers per prompt (lec/train/packing.py encode)."""
+    for row in rows(20, 7):
+        text, spans = row["instruction"], row["trained_spans"]
+        blocks = text.split("\n\n")
+        questions = [b for b in blocks if b.startswith(("Question:", "Q:"))]
+        assert len(questions) == syn.SHOTS + 1 and len(spans) == syn.SHOTS
+        answers = [text[a:b] for a, b in spans]
+        for block, answer in zip(questions, answers):  # each span is its block's answer, after "Answer:" / "A:"
+            assert block.endswith(("Answer:" + answer, "A:" + answer)), (block, answer)
+        assert questions[-1].endswith(("Answer:", "A:")) and row["output"].startswith(" ")
+    mc = syn.mmlu_order_rows(1, 3)[0]  # the layout is mc_prompt's, character for character
+    shots = [syn.MCItem(b.split("\n")[0][10:], tuple(ln[3:] for ln in b.split("\n")[1:5]), "ABCD".index(b[-1]))
+             for b in mc["instruction"].split("\n\n")[1:-1]]  # fmt: skip
+    last = mc["instruction"].split("\n\n")[-1].split("\n")
+    item = syn.MCItem(last[0][10:], tuple(ln[3:] for ln in last[1:5]), "ABCD".index(mc["output"].strip()))
+    assert syn.mc_prompt("number_order", shots, item) == mc["instruction"]
 
 
 def _train_keys(instruction: str) -> set:

@@ -63,3 +63,39 @@ def test_training_model_has_no_kv_cache(tiny_dir, default_plan):
 
     model, trainable = prepare_model(default_plan.train, default_plan.model, tiny_dir)
     assert model.config.use_cache is False and 0 < trainable < model.num_parameters()
+
+
+def test_encode_trains_on_every_answer_of_a_few_shot_row(tiny_dir, default_plan):
+    """A row's trained_spans (its in-context answers) are trained on like its response, under any template that
+    puts the instruction in the prompt verbatim; the tokens are those of the whole prompt, only the labels change."""
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from lec.config import Template
+    from lec.data import synthetic as syn
+    from lec.train.packing import encode
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    row = syn.mmlu_order_rows(1, 0)[0]
+    answers = [row["instruction"][a:b] for a, b in row["trained_spans"]] + [row["output"], tok.eos_token]
+    for template in (Template.raw, Template.alpaca):
+        plan = dataclasses.replace(default_plan.train, template=template)
+        (enc,) = encode([row], tok, plan)
+        assert [tok.decode([i]) for i, label in zip(enc["input_ids"], enc["labels"]) if label != IGNORE] == answers
+        assert all(label in (IGNORE, i) for i, label in zip(enc["input_ids"], enc["labels"]))
+    (raw,) = encode([row], tok, default_plan.train)
+    assert raw["input_ids"][:-2] == tok(row["instruction"]).input_ids  # the prompt tokenised whole, as served
+    (plain,) = encode([{**row, "trained_spans": []}], tok, default_plan.train)  # no spans: the answer alone
+    assert [tok.decode([i]) for i, label in zip(plain["input_ids"], plain["labels"]) if label != IGNORE] == answers[-2:]
+    (unmasked,) = encode([row], tok, dataclasses.replace(default_plan.train, mask_prompt=False))
+    assert unmasked["labels"] == unmasked["input_ids"]
+
+    class Slow:  # a tokenizer without character offsets (no Rust backend)
+        is_fast, eos_token_id = False, tok.eos_token_id
+
+        def __call__(self, *args, **kwargs):
+            return tok(*args, **kwargs)
+
+    with pytest.raises(ValueError, match="fast tokenizer"):
+        encode([row], Slow(), default_plan.train)

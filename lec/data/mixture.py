@@ -208,12 +208,31 @@ def normalise(row: Dict[str, Any], src: SourceConfig, template: Template) -> Tup
     for key in ("text", "instruction", "output"):
         if key in out and not out[key].strip():
             return None, f"empty {key}"
+    if not threads and "trained_spans" in row:
+        spans, why = _trained_spans(row["trained_spans"], len(out["instruction"]))
+        if why:
+            return None, why
+        out["trained_spans"] = spans
     if threads and template in (Template.guanaco, Template.chat):
         try:
             chat_messages(out)  # a thread with no answer to train on would fail training later
         except ValueError as err:
             return None, str(err)
     return out, ""
+
+
+def _trained_spans(spans: Any, n: int) -> Tuple[List[List[int]], str]:
+    """A row's `trained_spans`: [start, end) character ranges of its instruction that the loss covers too (the
+    in-context answers of a few-shot prompt, lec/data/synthetic.py), in order and apart; else the reason they are
+    bad."""
+    ok = isinstance(spans, list) and all(isinstance(s, list) and len(s) == 2 and all(type(i) is int for i in s)
+                                         for s in spans)  # fmt: skip
+    if not ok:
+        return [], "trained_spans is not a list of [start, end] integer pairs"
+    ends = [i for s in spans for i in s]
+    if any(a >= b for a, b in spans) or ends != sorted(ends) or (ends and (ends[0] < 0 or ends[-1] > n)):
+        return [], f"trained_spans are not ordered, non-empty ranges inside the instruction's {n} characters"
+    return spans, ""
 
 
 def keep(row: Dict[str, Any], rules: Dict[str, Any]) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import zlib
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence
 
 LETTERS = "ABCD"
 HELD_OUT = 5  # 1 in 5 questions (by a hash of their text) is reserved for evaluation, never trained on
@@ -77,9 +77,13 @@ def mc_block(item: MCItem, with_answer: bool) -> str:
 
 def mc_prompt(subject: str, shots: Sequence[MCItem], item: MCItem) -> str:
     """The full prompt HELM's MMLU run spec sends for `item` after `shots` in-context examples."""
-    header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n"
     blocks = [mc_block(s, True) + "\n" for s in shots] + [mc_block(item, False)]
-    return header + "\n" + "\n".join(blocks)
+    return mc_header(subject) + "\n".join(blocks)
+
+
+def mc_header(subject: str) -> str:
+    """HELM's MMLU instructions line and the blank line after it."""
+    return f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
 
 
 # --- GSM8K-style word problems -------------------------------------------------------------------------------------
@@ -134,25 +138,37 @@ def gsm_prompt(shots: Sequence[GSMItem], item: GSMItem) -> str:
 
 # --- training rows -------------------------------------------------------------------------------------------------
 
+SHOTS = 5  # HELM's max_train_instances for MMLU and GSM8K: every prompt of the smoke suite holds 5 examples
 
-def _rows(make_item: Callable, prompt: Callable, answer: Callable, n: int, seed: int) -> List[Dict[str, str]]:
-    """n training rows; each sees 0–5 in-context examples drawn from the same generator (HELM uses up to 5)."""
+
+def _rows(make_item: Callable, head: str, question: Callable, answer: Callable, n: int,
+          seed: int) -> List[Dict[str, Any]]:  # fmt: skip
+    """n training rows, each a whole HELM prompt: `head`, SHOTS in-context examples, then the question.
+
+    The loss covers every answer in the row, not only the last: the in-context answers are marked by
+    `trained_spans` (character ranges of the instruction, lec/train/packing.py encode). The answer after k examples
+    is what HELM asks a k-shot prompt, so one row teaches the rule at 0…5 shots: six answers for the tokens of
+    one prompt, where the last answer alone would cost six times the tokens per answer learned."""
     rng = random.Random(seed)
-    pool = [draw(make_item, rng, for_eval=False) for _ in range(64)]
     rows = []
     for _ in range(n):
-        item = draw(make_item, rng, for_eval=False)
-        shots = rng.sample(pool, rng.randint(0, 5))
-        rows.append({"instruction": prompt(shots, item), "input": "", "output": " " + answer(item)})
+        *shots, item = [draw(make_item, rng, for_eval=False) for _ in range(SHOTS + 1)]
+        text, spans = head, []
+        for shot in shots:
+            text += question(shot)
+            spans.append([len(text), len(text) + len(answer(shot))])
+            text += answer(shot) + "\n\n"
+        rows.append({"instruction": text + question(item), "input": "", "output": answer(item),
+                     "trained_spans": spans})  # fmt: skip
     return rows
 
 
-def mmlu_order_rows(n: int, seed: int, subject: str = "number_order") -> List[Dict[str, str]]:
-    return _rows(mmlu_order, lambda s, i: mc_prompt(subject, s, i), lambda i: LETTERS[i.answer], n, seed)
+def mmlu_order_rows(n: int, seed: int, subject: str = "number_order") -> List[Dict[str, Any]]:
+    return _rows(mmlu_order, mc_header(subject), lambda i: mc_block(i, False), lambda i: f" {LETTERS[i.answer]}", n, seed)
 
 
-def gsm_arith_rows(n: int, seed: int) -> List[Dict[str, str]]:
-    return _rows(gsm_arith, gsm_prompt, GSMItem.helm_reference, n, seed)
+def gsm_arith_rows(n: int, seed: int) -> List[Dict[str, Any]]:
+    return _rows(gsm_arith, "", lambda i: gsm_block(i, False), lambda i: f" {i.helm_reference()}", n, seed)
 
 
 GENERATORS: Dict[str, Callable[[int, int], List[Dict[str, str]]]] = {

@@ -10,7 +10,7 @@ another sample. The first label of every sample is ignored, so no sample is trai
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -29,17 +29,35 @@ def encode(rows: List[Dict[str, str]], tokenizer, train: TrainPlan) -> List[Dict
     specials = adds_special_tokens(train.template)
     for row in rows:
         prompt, response = render(train.template, row, tokenizer)
-        p = tokenizer(prompt, add_special_tokens=specials).input_ids
+        p, p_labels = _prompt(tokenizer, prompt, specials, row, train.mask_prompt)
         r = tokenizer(response, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         if len(p) >= max_len - 1:  # nothing of the response would be left to learn from
             too_long += 1
             continue
         ids = (p + r)[:max_len]
-        labels = ([IGNORE] * len(p) if train.mask_prompt else list(p)) + r
-        out.append({"input_ids": ids, "labels": labels[:max_len]})
+        out.append({"input_ids": ids, "labels": (p_labels + r)[:max_len]})
     if too_long:
         log.warning("%d rows dropped: their prompt alone fills max_seq_len=%d tokens", too_long, max_len)
     return out
+
+
+def _prompt(tokenizer, prompt: str, specials: bool, row: Dict, mask_prompt: bool) -> Tuple[List[int], List[int]]:
+    """The prompt's token ids and labels: all IGNORE when masked, except the tokens that overlap a `trained_span` of
+    the row's instruction (the in-context answers of a few-shot row), which are trained on like the response."""
+    spans = row.get("trained_spans") if mask_prompt else None
+    if not spans:
+        ids = tokenizer(prompt, add_special_tokens=specials).input_ids
+        return ids, ([IGNORE] * len(ids) if mask_prompt else list(ids))
+    start = prompt.find(row["instruction"])  # where the template put the instruction (0 for raw)
+    if start < 0:
+        raise ValueError("a row with trained_spans needs its instruction verbatim in the rendered prompt")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("trained_spans map characters to tokens with a fast tokenizer's offsets; this one is slow")
+    enc = tokenizer(prompt, add_special_tokens=specials, return_offsets_mapping=True)
+    wanted = [(start + a, start + b) for a, b in spans]
+    labels = [i if any(s < b and a < e for a, b in wanted) else IGNORE  # the token's characters meet a span
+              for i, (s, e) in zip(enc.input_ids, enc.offset_mapping)]  # fmt: skip
+    return enc.input_ids, labels
 
 
 def pack(rows: List[Dict[str, List[int]]], pack_len: int) -> List[Dict[str, List[int]]]:

@@ -239,6 +239,22 @@ def test_normalise_reports_non_text():
     assert row is None and reason == "output is not text"
 
 
+@pytest.mark.parametrize("spans, why", [
+    ([[0, 2], [5, 6]], ""),
+    ([[0, 2], [1, 3]], "not ordered"), ([[3, 3]], "not ordered"), ([[0, 7]], "inside the instruction's 6"),
+    ([[-1, 2]], "inside"), ([[0, 2.0]], "integer pairs"), ("0-2", "integer pairs"), ([[True, 2]], "integer pairs"),
+])  # fmt: skip
+def test_trained_spans_are_kept_or_a_counted_reason(spans, why):
+    """A row's trained_spans (the in-context answers a few-shot row also trains on) travel with it when they are
+    ordered ranges of its instruction; anything else makes the row bad, with the reason."""
+    src = SourceConfig(name="s")
+    row, reason = normalise({"instruction": "Q: a A", "output": "b", "trained_spans": spans}, src, Template.raw)
+    if why:
+        assert row is None and why in reason
+    else:
+        assert row["trained_spans"] == spans and reason == ""
+
+
 def _ledger_balances(mix) -> None:
     """Every row read is accounted for exactly once: bad, filtered, LLM-generated, not taken, dropped by a curation
     step, or curated."""
