@@ -93,16 +93,21 @@ def _entry(run: str) -> str:
 
 def evaluate_breakdown(run: Path) -> list[tuple[str, float]]:
     """The evaluate stage in parts: its start (lec's log) → helm-run's first line → each "Running <entry>" → helm-run's
-    last line → helm-summarize's first and last line → the stage's end."""
+    last line → (with eval.summarize) helm-summarize's first and last line → the stage's end."""
     lec = _stamps(run / "__main__.log")
     start = next(t for t, line in lec if "── evaluate" in line and "done" not in line)
     end = next(t for t, line in lec if "── evaluate done" in line)
-    helm_run, summarize = _stamps(run / "helm" / "helm-run-smoke.log"), _stamps(run / "helm" / "helm-summarize-smoke.log")
+    helm_run = _stamps(run / "helm" / "helm-run-smoke.log")
+    summary_log = run / "helm" / "helm-summarize-smoke.log"  # eval.summarize (off in the smoke suite)
     marks = [(start, "servers start + helm-run import")] + [
         (t, _entry(line.split("Running ", 1)[1])) for t, line in helm_run if "Running " in line and "{" in line
         and "local mode" not in line]  # fmt: skip
-    marks += [(helm_run[-1][0], "helm-run exit, runs kept (summarize imported meanwhile)"), (summarize[0][0], "helm-summarize"),
-              (summarize[-1][0], "metrics read + servers stopped")]  # fmt: skip
+    if summary_log.exists():
+        summarize = _stamps(summary_log)
+        marks += [(helm_run[-1][0], "helm-run exit, runs kept (summarize imported meanwhile)"),
+                  (summarize[0][0], "helm-summarize"), (summarize[-1][0], "metrics read + servers stopped")]  # fmt: skip
+    else:
+        marks += [(helm_run[-1][0], "helm-run exit, metrics read, servers stopped")]
     out, first = [], helm_run[0][0]
     out.append(("servers start + helm-run import", (first - start).total_seconds()))
     out.append(("helm-run start-up (configs, until the first run)", (marks[1][0] - first).total_seconds()))

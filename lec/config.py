@@ -447,6 +447,9 @@ class EvalConfig:
     num_threads: int = num(4, 1)  # helm-run -n: concurrent requests to the server
     budget_min: float = num(120.0, 0, lo_open=True)  # helm-run's wall-clock budget (challenge: 2 h sample conf)
     eval_base: bool = False  # also evaluate the untuned base model (proves fine-tuning moved the scores)
+    # helm-summarize after helm-run: HELM's tables and the pages `helm-server` shows (~14 s of CPU, 9 of them its
+    # import). The scores come from the runs' stats.json either way.
+    summarize: bool = True
     synthetic: Optional[SyntheticEvalConfig] = None
     # HELM's request cache, one SQLite file per served model's identity (lec/evaluate/identity.py): an evaluation
     # started again re-asks nothing it has an answer for. null = <outputs_dir>/cache/helm; a shared path (NFS, a

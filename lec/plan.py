@@ -187,6 +187,7 @@ class EvalPlan:
     num_threads: int
     budget_min: float
     eval_base: bool
+    summarize: bool  # helm-summarize after helm-run
     synthetic: Optional[SyntheticEvalConfig]
     cache_dir: str  # HELM's request cache (absolute), keyed inside by each model's identity
     backends: Tuple[Backend, ...] = (Backend.helm,)  # the first is scored
@@ -276,7 +277,7 @@ def build(cfg: LecConfig) -> Plan:
     ev = cfg.eval
     cache_dir = Path(ev.cache_dir) if ev.cache_dir else Path(cfg.outputs_dir) / "cache" / "helm"
     evaluation = EvalPlan(ev.name, ev.suite, entries, ev.max_eval_instances, ev.num_threads, ev.budget_min,
-                          ev.eval_base, ev.synthetic, str(cache_dir.resolve()), tuple(ev.backends),
+                          ev.eval_base, ev.summarize, ev.synthetic, str(cache_dir.resolve()), tuple(ev.backends),
                           tuple(ev.lm_eval_tasks), tuple(lm_eval_pair(m) for m in ev.lm_eval_metrics))  # fmt: skip
     return Plan(
         model=cfg.model, data=cfg.data, train=train, serve=serve, eval=evaluation, score=cfg.score, sweep=cfg.sweep,

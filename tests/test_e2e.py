@@ -1,5 +1,5 @@
-"""The embedded default end to end: `python -m lec` → real training, real server processes, real helm-run and
-helm-summarize, a real MLflow SQLite store; assertions read the MLflow run back."""
+"""The embedded default end to end: `python -m lec` → real training, real server processes, real helm-run (and
+helm-summarize in a re-evaluation), a real MLflow SQLite store; assertions read the MLflow run back."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_helm_metrics_and_challenge_score_are_logged(default_run):
     assert run.data.tags["lec.score_scenarios"] == "MMLU,GSM8K,sam_sum,corr2cause,ethics"
     runs = list((tmp / "run" / "helm" / "runs" / "smoke").iterdir())
     assert len([r for r in runs if (r / "stats.json").exists()]) == 10  # 5 entries for tuned and base
-    assert (tmp / "run" / "helm" / "runs" / "smoke" / "groups").is_dir()  # helm-summarize ran
+    assert not (tmp / "run" / "helm" / "runs" / "smoke" / "groups").exists()  # eval.summarize=false (conf/eval/smoke)
     assert "mlflow ui --backend-store-uri" in out.stdout
 
 
@@ -152,8 +152,9 @@ def test_a_finished_run_evaluates_again_to_the_same_numbers(default_run, tmp_pat
     its metrics beside HELM's, tuned beats base there too, and the difference between the two is reported."""
     tmp, _, client, trained = default_run
     fresh = _evaluate(tmp, f"evaluate.source=run:{tmp}/run", f"eval.cache_dir={tmp_path}/cache",
-                      f"hydra.run.dir={tmp_path}/a", "eval.backends=[helm,lm_eval]")  # fmt: skip
+                      f"hydra.run.dir={tmp_path}/a", "eval.backends=[helm,lm_eval]", "eval.summarize=true")  # fmt: skip
     assert fresh.returncode == 0, fresh.stdout[-2000:] + fresh.stderr[-4000:]
+    assert (tmp_path / "a" / "helm" / "runs" / "smoke" / "groups").is_dir()  # helm-summarize ran
     again = _evaluate(tmp, f"evaluate.source=run:{tmp}/run", f"hydra.run.dir={tmp_path}/b")
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-4000:]
     assert "not served again for HELM): ['tuned', 'base']" in again.stdout  # Hydra logs to stdout

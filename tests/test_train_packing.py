@@ -99,3 +99,36 @@ def test_encode_trains_on_every_answer_of_a_few_shot_row(tiny_dir, default_plan)
 
     with pytest.raises(ValueError, match="fast tokenizer"):
         encode([row], Slow(), default_plan.train)
+
+
+def test_the_head_only_where_labelled_gives_the_same_loss_and_gradients(tiny_dir, default_plan):
+    """collate(head_where_labelled=True): logits_to_keep + shift_labels leave out the positions no row of the
+    micro-batch learns from; the loss and every LoRA gradient are those of the full head (on the smoke mixture's
+    few-shot rows, where a third of the positions are kept)."""
+    from transformers import AutoTokenizer
+
+    from lec.data import synthetic as syn
+    from lec.train.finetune import attach_adapter
+    from lec.train.packing import encode, head_where_labelled
+
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    rows = encode(syn.mmlu_order_rows(3, 0) + syn.gsm_arith_rows(1, 0), tok, default_plan.train)
+    torch.manual_seed(0)
+    model = attach_adapter(load_model(default_plan.model, path=str(tiny_dir)), default_plan.train)
+    for _, p in model.named_parameters():  # LoRA's B starts at 0: give it values, so every gradient is non-zero
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)
+    assert head_where_labelled(model)
+    results = []
+    for head in (False, True):
+        batch = collate(tok.pad_token_id, head_where_labelled=head)(rows)
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+        if head:
+            assert 0 < len(batch["logits_to_keep"]) < batch["input_ids"].shape[1] / 2
+    (full, grads), (kept, kept_grads) = results
+    assert torch.allclose(full, kept, rtol=1e-5, atol=1e-6) and grads.keys() == kept_grads.keys()
+    for name in grads:
+        assert torch.allclose(grads[name], kept_grads[name], rtol=1e-4, atol=1e-6), name

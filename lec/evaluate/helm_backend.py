@@ -8,6 +8,7 @@ them; a model that has the whole suite is not served again at all."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,7 +17,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 from lec import files
 from lec.config import ModelConfig
@@ -47,7 +48,8 @@ def run(job: EvalJob, served: Dict[str, Served]) -> BackendResult:
     ev, layout, store = job.ev, job.layout, Path(job.ev.cache_dir)
     keys = {label: run_key(ev, job.identities[label]) for label in job.labels}
     result = helm.HelmRun(layout.helm, ev.suite, 0, 0.0, False, None)  # nothing for HELM to run
-    with helm.summarizer(layout.helm, ev.suite, layout.cache) as summarize:  # importing while helm-run runs
+    summarizer = helm.summarizer(layout.helm, ev.suite, layout.cache) if ev.summarize else _no_summarizer()
+    with summarizer as summarize:  # importing while helm-run runs
         if served:
             # HELM fits prompts to max_sequence_length; the server's prompt template (data.template /
             # serve.prompt_template) adds tokens, so HELM is told the served context minus what the wrapper needs.
@@ -64,6 +66,11 @@ def run(job: EvalJob, served: Dict[str, Served]) -> BackendResult:
         metrics, unanswered, n_runs = _helm_metrics(ev, layout, job.labels, result)
     return BackendResult(metrics, result.seconds, result.timed_out, unanswered, {"runs_finished": n_runs},
                          _artifacts(layout.helm, ev.suite), {label: scored_stats(m) for label, m in metrics.items()})
+
+
+@contextlib.contextmanager
+def _no_summarizer() -> Iterator[Callable[[], None]]:  # eval.summarize=false
+    yield lambda: None
 
 
 def scored_stats(metrics: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:

@@ -24,7 +24,7 @@ from lec.data.mixture import read_jsonl
 from lec.models import load_model, load_tokenizer
 from lec.plan import RunLayout, TrainPlan
 from lec.train.budget import PARTIAL, AtomicCheckpoints, TimeBudget, find_resume, state_of
-from lec.train.packing import collate, encode, pack
+from lec.train.packing import collate, encode, head_where_labelled, pack
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +287,8 @@ def finetune(
     if resume is None:
         log_path.unlink(missing_ok=True)
     losses = LossLog(log_path, on_metrics)
-    validation = _validation(train, layout, tokenizer, losses, before)
+    head = head_where_labelled(model)  # the LM head only where a label is
+    validation = _validation(train, layout, tokenizer, losses, before, head)
     bench = _bench(train, layout, model, tokenizer, losses)
     flatten = train.attn_implementation.value.startswith("flash")  # varlen kernel: one row per micro-batch
     checkpoints = AtomicCheckpoints(ckpt_root, budget, train.save_total_limit, run_id,
@@ -296,7 +297,7 @@ def finetune(
         model=model,
         args=training_args(train, ckpt_root, steps),
         train_dataset=rows,
-        data_collator=collate(tokenizer.pad_token_id, flatten=flatten),
+        data_collator=collate(tokenizer.pad_token_id, flatten=flatten, head_where_labelled=head),
         # validation before the budget: the budget's step times include the checks
         callbacks=[losses, *([validation] if validation else []), *([bench] if bench else []), budget, checkpoints,
                    progress.trainer_callback("finetune")],  # a bar in a terminal, periodic log lines in sweeps/logs
@@ -330,7 +331,8 @@ def finetune(
                        bench_seconds=bench.seconds if bench else 0.0)  # fmt: skip
 
 
-def _validation(train: TrainPlan, layout: RunLayout, tokenizer, losses: LossLog, before: dict) -> Optional[Validation]:
+def _validation(train: TrainPlan, layout: RunLayout, tokenizer, losses: LossLog, before: dict,
+                head: bool) -> Optional[Validation]:  # fmt: skip
     """The val/loss callback over data/val.jsonl; None when there are no held-out rows and nothing needs them."""
     path = layout.data / "val.jsonl"
     val_rows = encode(read_jsonl(path), tokenizer, train) if path.exists() else []
@@ -342,8 +344,9 @@ def _validation(train: TrainPlan, layout: RunLayout, tokenizer, losses: LossLog,
                              f"or set {needs}={'false' if needs.endswith('best') else 'null'}")  # fmt: skip
         log.warning("no held-out rows in %s: no val/loss", path)
         return None
-    return Validation(val_rows, collate(tokenizer.pad_token_id), train.micro_batch_size, train.eval_every_steps,
-                      train.early_stopping_patience, layout.checkpoints / "best", losses, tokenizer, before)  # fmt: skip
+    return Validation(val_rows, collate(tokenizer.pad_token_id, head_where_labelled=head), train.micro_batch_size,
+                      train.eval_every_steps, train.early_stopping_patience, layout.checkpoints / "best", losses,
+                      tokenizer, before)  # fmt: skip
 
 
 def _bench(train: TrainPlan, layout: RunLayout, model, tokenizer, losses: LossLog):
