@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import mlflow
 import yaml
@@ -22,7 +22,7 @@ from lec import config as lec_config
 from lec import plan as lec_plan
 from lec import files, procs, score, track
 from lec.serve import process
-from lec.config import LecConfig
+from lec.config import Backend, LecConfig
 from lec.plan import Plan, RunLayout
 from lec.stages import STAGES, load_params
 
@@ -79,8 +79,7 @@ def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: Li
         try:
             with files.one_line("the run's plan and environment (MLflow artifacts)"):
                 track.log_plan(plan, config, choices)
-            serves = "evaluate" in names and not plan.eval.endpoint  # its server imports while the stages before run
-            with process.standby(layout.run_dir / "server-standby.log") if serves else contextlib.nullcontext():
+            with _standbys(plan, layout, names):  # the evaluation's processes import while the stages before run
                 _stages(plan, layout, names, summary)
             if "score" in names:  # the evaluators' checklist, from everything the run dir now holds
                 summary.compliance = _compliance(plan, layout, summary)
@@ -95,6 +94,21 @@ def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: Li
                 files.write_json(layout.run_dir / "summary.json", _jsonable(summary), "the run summary")
         mlflow.log_artifact(str(layout.run_dir / "summary.json"))
     return summary
+
+
+@contextlib.contextmanager
+def _standbys(plan: Plan, layout: RunLayout, names: List[str]) -> Iterator[None]:
+    """The model server and helm-run the evaluate stage will start, importing while fine-tuning runs before it
+    (lec/standby.py); stopped after. Without a stage before the evaluation there is nothing to overlap with."""
+    ahead = "evaluate" in names and "finetune" in names[: names.index("evaluate")] and plan.train.enabled
+    with contextlib.ExitStack() as stack:
+        if ahead and not plan.eval.endpoint:
+            stack.enter_context(process.standby(layout.run_dir / "standby-server.log"))
+        if ahead and Backend.helm in plan.eval.backends:
+            from lec.evaluate import helm
+
+            stack.enter_context(helm.standby(layout.cache, layout.run_dir / "standby-helm-run.log"))
+        yield
 
 
 def _stages(plan: Plan, layout: RunLayout, names: List[str], summary: RunSummary) -> None:

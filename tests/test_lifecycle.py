@@ -36,7 +36,9 @@ def _start(tmp: Path, *overrides: str, log_name: str = "lec.log") -> subprocess.
 
 
 def _wait_for_helm(tmp: Path, lec: subprocess.Popen) -> None:
-    wait(lambda: any("helm-run" in c for c in children(tmp, lec)) or lec.poll() is not None, 300, "helm-run")
+    """Until the evaluation runs helm-run (its suite's log exists: the standby helm-run, up since the run started,
+    has its arguments) with both servers up."""
+    wait(lambda: any(tmp.glob("runs/*/helm/helm-run-*.log")) or lec.poll() is not None, 300, "helm-run")
     assert lec.poll() is None, (tmp / "lec.log").read_text()[-3000:] + lec.stderr.read()[-3000:]
     assert sum("lec.serve" in c for c in children(tmp, lec)) == 2  # tuned + base servers are up
 

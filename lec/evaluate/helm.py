@@ -23,6 +23,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 import yaml
 
 from lec import procs, progress
+from lec import standby as lec_standby
 
 log = logging.getLogger(__name__)
 ORG = "lec"  # HELM model names are lec/<label>, e.g. lec/tuned, lec/base
@@ -171,6 +172,14 @@ def _cli(name: str) -> str:
     return str(local) if local.exists() else (shutil.which(name) or name)
 
 
+def standby(cache_dir: Path, log_path: Path) -> contextlib.AbstractContextManager:
+    """helm-run's interpreter (crfm-helm's console script helm.benchmark.run:main), started now to import HELM and
+    the metrics every suite's first run would import (~4 s of CPU) while the run trains; `helm_run` hands it its
+    arguments (lec/standby.py)."""
+    return lec_standby.ready("helm-run", "helm.benchmark.run:main", ("helm.benchmark.metrics.basic_metrics",),
+                             log_path, env=helm_env(cache_dir))  # fmt: skip
+
+
 def helm_run(
     conf: Path,
     output_path: Path,
@@ -184,8 +193,7 @@ def helm_run(
 ) -> HelmRun:
     """`helm-run` under a wall-clock budget; on overrun the process is stopped and finished runs are kept.
     `on_tick()` is called every 2 s while it runs (the evaluation keeps each run as soon as it finishes)."""
-    cmd = [
-        _cli("helm-run"),
+    args = [
         "--conf-paths", str(conf),
         "--suite", suite,
         "--max-eval-instances", str(max_eval_instances),
@@ -199,8 +207,9 @@ def helm_run(
     output_path.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     timed_out = False
-    with log_path.open("w") as out, procs.child(cmd, grace_s=5.0, stdout=out, stderr=subprocess.STDOUT,
-                                                 env=helm_env(cache_dir)) as proc:  # stopped however this ends
+    with log_path.open("w") as out:
+        proc = lec_standby.hand("helm-run", args, log_path) or procs.start(
+            [_cli("helm-run"), *args], stdout=out, stderr=subprocess.STDOUT, env=helm_env(cache_dir))
         try:
             rc = progress.wait(proc, budget_s, f"helm-run {suite}",  # periodic "N runs finished" log lines
                                lambda: f"{len(list((output_path / 'runs' / suite).glob('*/stats.json')))} runs finished",
@@ -209,6 +218,8 @@ def helm_run(
             timed_out = True
             procs.stop([proc], grace_s=30.0)  # finished runs are on disk; a run being written is left unfinished
             rc = proc.returncode
+        finally:
+            procs.stop([proc], grace_s=5.0)  # however this ends
     return HelmRun(output_path, suite, rc, time.perf_counter() - start, timed_out, log_path)
 
 

@@ -4,7 +4,6 @@
     python -m lec.serve --adapter outputs/runs/…/adapter    # serve a fine-tuned run
     python -m lec.serve --params outputs/runs/…/config.yaml --base … --adapter … serve.port=8080
     python -m lec.serve serve.host=0.0.0.0 serve.port=8080 serve.api_key='${oc.env:LEC_API_KEY}'
-    python -m lec.serve --standby      # import now, serve what one line of stdin asks (lec/serve/process.py)
 
 Where it listens is `serve.host` / `serve.port` (0: a free port, printed); an address other than loopback needs
 `serve.api_key` or `serve.allow_unauthenticated=true`.
@@ -13,10 +12,7 @@ Where it listens is `serve.host` / `serve.port` (0: a free port, printed); an ad
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import sys
 
 import uvicorn
 from omegaconf import OmegaConf
@@ -65,22 +61,5 @@ def main(argv=None) -> None:
     uvicorn.run(app, host=sv.host, port=port, log_level="warning")
 
 
-def standby() -> None:
-    """`--standby`: import the serving stack now (torch, transformers' model code, peft: most of a server's start-up),
-    then serve what one line of stdin asks, `{"argv": [...], "log": path}`, logging to that path; at EOF, exit."""
-    import peft  # noqa: F401
-    import transformers.modeling_utils  # noqa: F401 - transformers imports it lazily, at the first model
-
-    line = sys.stdin.readline()
-    if not line.strip():
-        return
-    job = json.loads(line)
-    fd = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    main(job["argv"])
-
-
 if __name__ == "__main__":
-    standby() if sys.argv[1:] == ["--standby"] else main()
+    main()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from typing import Iterator, List, Optional, Tuple
 import requests
 
 from lec import procs
+from lec import standby as lec_standby
 
 
 class ServerError(RuntimeError):
@@ -42,49 +42,32 @@ class ServerSpec:
     threads: Optional[int] = None  # torch threads of this server process
 
 
-_standby: List[subprocess.Popen] = []  # `python -m lec.serve --standby` processes waiting for what to serve
 SERVE = [sys.executable, "-m", "lec.serve"]
 
 
-@contextlib.contextmanager
-def standby(log_path: Path) -> Iterator[None]:
-    """Start a server interpreter now that imports the serving stack (~7 s of CPU, most of a server's start-up) while
-    the run does other work; the block's first `start` hands it what to serve. Stopped at the end if unused."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        proc = procs.start([*SERVE, "--standby"], stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
-    _standby.append(proc)
-    try:
-        yield
-    finally:
-        if proc in _standby:
-            _standby.remove(proc)
-        procs.stop([proc], grace_s=2.0)  # a server it became is stopped by `serving` already
+def standby(log_path: Path) -> contextlib.AbstractContextManager:
+    """A server interpreter that imports the serving stack (~11 s of CPU, most of a server's start-up) while the run
+    does other work; the block's first `start` hands it what to serve (lec/standby.py)."""
+    return lec_standby.ready("server", "lec.serve.__main__:main", ("peft", "transformers.modeling_utils"), log_path)
 
 
 def start(spec: ServerSpec) -> Tuple[subprocess.Popen, str]:
-    """Start `python -m lec.serve` for one model (a standby one if there is one); returns the process and its base
-    URL (not yet ready)."""
+    """Start `python -m lec.serve` for one model (the standby one if it waits); returns the process and its base URL
+    (not yet ready)."""
     port = spec.port or free_port(spec.host)
     args: List[str] = ["--params", str(spec.params), "--name", spec.name]
     args += (["--base", str(spec.base)] if spec.base else []) + (["--adapter", str(spec.adapter)] if spec.adapter else [])
     args += [f"serve.host={spec.host}", f"serve.port={port}"]
     if spec.threads:
-        args.append(f"hardware.num_threads={spec.threads}")
+        args.append(f"hardware.num_threads={spec.threads}")  # torch.set_num_threads in the server (lec/serve/load.py)
     spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-    while _standby:
-        proc = _standby.pop()
-        try:
-            proc.stdin.write((json.dumps({"argv": args, "log": str(spec.log_path)}) + "\n").encode())
-            proc.stdin.close()
-            return proc, f"http://{spec.host}:{port}"
-        except OSError:  # it died meanwhile (BrokenPipeError): start a fresh one
-            procs.stop([proc], grace_s=0.0)
-    env = dict(os.environ)
-    if spec.threads:
-        env["OMP_NUM_THREADS"] = str(spec.threads)
-    with spec.log_path.open("w") as log:
-        proc = procs.start([*SERVE, *args], stdout=log, stderr=subprocess.STDOUT, env=env)  # dies with lec, even on kill -9
+    proc = lec_standby.hand("server", args, spec.log_path)
+    if proc is None:
+        env = dict(os.environ)
+        if spec.threads:
+            env["OMP_NUM_THREADS"] = str(spec.threads)
+        with spec.log_path.open("w") as log:  # dies with lec, even on kill -9
+            proc = procs.start([*SERVE, *args], stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc, f"http://{spec.host}:{port}"
 
 
