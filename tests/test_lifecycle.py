@@ -38,7 +38,7 @@ def _start(tmp: Path, *overrides: str, log_name: str = "lec.log") -> subprocess.
 def _wait_for_helm(tmp: Path, lec: subprocess.Popen) -> None:
     """Until the evaluation runs helm-run (its suite's log exists: the standby helm-run, up since the run started,
     has its arguments) with both servers up."""
-    wait(lambda: any(tmp.glob("runs/*/helm/helm-run-*.log")) or lec.poll() is not None, 300, "helm-run")
+    wait(lambda: any(tmp.rglob("helm/helm-run-*.log")) or lec.poll() is not None, 300, "helm-run")  # runs/, sweeps/
     assert lec.poll() is None, (tmp / "lec.log").read_text()[-3000:] + lec.stderr.read()[-3000:]
     assert sum("lec.serve" in c for c in children(tmp, lec)) == 2  # tuned + base servers are up
 
@@ -134,9 +134,10 @@ def test_a_second_live_run_in_the_same_dir_is_refused(tmp_path):
 
 
 def test_a_full_disk_is_one_line_marks_the_run_failed_and_leaves_no_partial_rows(tmp_path, tmpfs):
-    """outputs_dir on a 3 MB disk (the tiny model's weights fit, the 2.6 MB of training rows do not); the MLflow
-    store elsewhere, writable: the run is FAILED with the line, and no train.jsonl is left to be taken as whole."""
-    small_disk = tmpfs("3m")
+    """outputs_dir on a 2 MB disk (the tiny model's 1.45 MB of weights fit, the 0.9 MB of training rows do not); the
+    MLflow store elsewhere, writable: the run is FAILED with the line, and no train.jsonl is left to be taken as
+    whole."""
+    small_disk = tmpfs("2m")
     store = f"sqlite:///{tmp_path}/mlflow.db"
     out = subprocess.run([sys.executable, "-m", "lec", f"outputs_dir={small_disk}", f"mlflow.tracking_uri={store}",
                           *SMALL], cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
