@@ -60,12 +60,14 @@ def run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, tags: Opti
     names = list(stages or STAGES)
     training = "finetune" in names and plan.train.enabled
     lec_plan.require_machine(plan.train)  # a CUDA preset without CUDA fails here, before data or weights load
-    if training and plan.train.preflight:
-        from lec.preflight import check
-
-        check(plan.train, plan.model)  # refuses a run that will not fit, naming the knobs; before any heavy work
     with files.claim(layout.run_dir, "the run dir"):  # a second live run in this dir is refused, not mixed in
-        return _run(plan, cfg, layout, run_name, names, tags, choices)
+        # the evaluation's processes import on the core this process leaves idle while it imports and starts up
+        with _standbys(plan, layout, names):
+            if training and plan.train.preflight:
+                from lec.preflight import check
+
+                check(plan.train, plan.model)  # refuses a run that will not fit, naming the knobs; before heavy work
+            return _run(plan, cfg, layout, run_name, names, tags, choices)
 
 
 def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: List[str],
@@ -79,8 +81,7 @@ def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: Li
         try:
             with files.one_line("the run's plan and environment (MLflow artifacts)"):
                 track.log_plan(plan, config, choices)
-            with _standbys(plan, layout, names):  # the evaluation's processes import while the stages before run
-                _stages(plan, layout, names, summary)
+            _stages(plan, layout, names, summary)
             if "score" in names:  # the evaluators' checklist, from everything the run dir now holds
                 summary.compliance = _compliance(plan, layout, summary)
                 track.record_compliance(summary.compliance)
@@ -98,8 +99,8 @@ def _run(plan: Plan, cfg: LecConfig, layout: RunLayout, run_name: str, names: Li
 
 @contextlib.contextmanager
 def _standbys(plan: Plan, layout: RunLayout, names: List[str]) -> Iterator[None]:
-    """The model server and helm-run the evaluate stage will start, importing while fine-tuning runs before it
-    (lec/standby.py); stopped after. Without a stage before the evaluation there is nothing to overlap with."""
+    """The model server and helm-run the evaluate stage will start, importing while this process starts the run and
+    fine-tunes (lec/standby.py); stopped after. Without fine-tuning first there is nothing to overlap with."""
     ahead = "evaluate" in names and "finetune" in names[: names.index("evaluate")] and plan.train.enabled
     with contextlib.ExitStack() as stack:
         if ahead and not plan.eval.endpoint:
