@@ -24,7 +24,6 @@ import platform
 import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 import traceback
