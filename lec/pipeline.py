@@ -21,9 +21,9 @@ import yaml
 from lec import config as lec_config
 from lec import plan as lec_plan
 from lec import files, procs, score, track
-from lec.serve import process
 from lec.config import Backend, LecConfig
 from lec.plan import Plan, RunLayout
+from lec.serve import process
 from lec.stages import STAGES, load_params
 
 log = logging.getLogger(__name__)
