@@ -177,7 +177,14 @@ def stop_pids(pids: List[int], grace_s: float = 10.0) -> None:
 @contextlib.contextmanager
 def child(cmd: List[str], grace_s: float = 10.0, **kwargs) -> Iterator[subprocess.Popen]:
     """`with child(cmd) as proc:` — started by `start`, stopped with its group by `stop` however the block ends."""
-    proc = start(cmd, **kwargs)
+    with stopping(start(cmd, **kwargs), grace_s) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def stopping(proc: subprocess.Popen, grace_s: float = 10.0) -> Iterator[subprocess.Popen]:
+    """`with stopping(proc):` — a child already started (by `start`, or a standby handed its job, lec/standby.py),
+    stopped with its group by `stop` however the block ends."""
     try:
         yield proc
     finally:

@@ -210,16 +210,15 @@ def helm_run(
     with log_path.open("w") as out:
         proc = lec_standby.hand("helm-run", args, log_path) or procs.start(
             [_cli("helm-run"), *args], stdout=out, stderr=subprocess.STDOUT, env=helm_env(cache_dir))
-        try:
-            rc = progress.wait(proc, budget_s, f"helm-run {suite}",  # periodic "N runs finished" log lines
-                               lambda: f"{len(list((output_path / 'runs' / suite).glob('*/stats.json')))} runs finished",
-                               tick=on_tick)  # fmt: skip
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            procs.stop([proc], grace_s=30.0)  # finished runs are on disk; a run being written is left unfinished
-            rc = proc.returncode
-        finally:
-            procs.stop([proc], grace_s=5.0)  # however this ends
+        with procs.stopping(proc, grace_s=5.0):  # stopped however this ends
+            try:
+                rc = progress.wait(proc, budget_s, f"helm-run {suite}",  # periodic "N runs finished" log lines
+                                   lambda: f"{len(list((output_path / 'runs' / suite).glob('*/stats.json')))} runs "
+                                   "finished", tick=on_tick)  # fmt: skip
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                procs.stop([proc], grace_s=30.0)  # finished runs are on disk; a run being written is left unfinished
+                rc = proc.returncode
     return HelmRun(output_path, suite, rc, time.perf_counter() - start, timed_out, log_path)
 
 

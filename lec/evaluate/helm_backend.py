@@ -17,7 +17,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from lec import files
 from lec.config import ModelConfig
@@ -48,7 +48,8 @@ def run(job: EvalJob, served: Dict[str, Served]) -> BackendResult:
     ev, layout, store = job.ev, job.layout, Path(job.ev.cache_dir)
     keys = {label: run_key(ev, job.identities[label]) for label in job.labels}
     result = helm.HelmRun(layout.helm, ev.suite, 0, 0.0, False, None)  # nothing for HELM to run
-    summarizer = helm.summarizer(layout.helm, ev.suite, layout.cache) if ev.summarize else _no_summarizer()
+    summarizer = helm.summarizer(layout.helm, ev.suite, layout.cache) if ev.summarize else \
+        contextlib.nullcontext(lambda: None)  # eval.summarize=false: nothing to let go; fmt: skip
     with summarizer as summarize:  # importing while helm-run runs
         if served:
             # HELM fits prompts to max_sequence_length; the server's prompt template (data.template /
@@ -66,11 +67,6 @@ def run(job: EvalJob, served: Dict[str, Served]) -> BackendResult:
         metrics, unanswered, n_runs = _helm_metrics(ev, layout, job.labels, result)
     return BackendResult(metrics, result.seconds, result.timed_out, unanswered, {"runs_finished": n_runs},
                          _artifacts(layout.helm, ev.suite), {label: scored_stats(m) for label, m in metrics.items()})
-
-
-@contextlib.contextmanager
-def _no_summarizer() -> Iterator[Callable[[], None]]:  # eval.summarize=false
-    yield lambda: None
 
 
 def scored_stats(metrics: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
